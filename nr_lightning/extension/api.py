@@ -1,0 +1,308 @@
+"""The public extension API: extend a backbone, report its budget, compute local losses, save/load.
+
+    model = extend(backbone, method="neutral", budget=0.2)
+    out = model(input_ids=ids)                         # fills the adapters' per-token caches
+    losses = local_losses(model, domain)               # {"sparsity": ..., "gate_bce": ...}
+
+`extend` modifies the backbone in place (adapters are forward hooks on the FFNs; LoRA goes
+through PEFT and returns a PeftModel) and freezes everything that is not the extension.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .adapter import GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
+from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
+
+METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")
+# Per-method defaults (SPEC §2): vanilla adapters are ungated with He init; the gated methods use low-variance init.
+METHOD_DEFAULTS = {
+    "adapters": {"gate": "none", "init": "he"},
+    "sigmoid": {"gate": "sigmoid", "init": "low_variance"},
+    "neutral": {"gate": "elu", "init": "low_variance"},
+}
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE = "extension.json", "extension.safetensors"
+
+
+@dataclass
+class ExtensionConfig:
+    """Everything needed to rebuild an extension on a fresh backbone (saved next to its weights)."""
+
+    method: str
+    budget: float | None = 0.2
+    gate: str | None = None
+    init: str | None = None
+    init_divisor: float | None = None  # None = number of layers
+    placement: str = "parallel"
+    lora_alpha_ratio: float = 2.0  # LoRA alpha = ratio * rank
+    # Solved from the budget (filled by extend):
+    width: int | None = None
+    rank: int | None = None
+    activation: str | None = None
+    backbone: dict = field(default_factory=dict)
+
+
+def _choose(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def backbone_non_embedding(model: nn.Module) -> int:
+    """Backbone parameters minus input embeddings and output head: the budget's denominator."""
+    base = _base_model(model)
+    emb = embedding_parameters(base)
+    seen: set[int] = set()
+    total = 0
+    for name, p in base.named_parameters():
+        if id(p) in emb or id(p) in seen or ".nrl_adapter." in name or "lora_" in name:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def solve_width(budget: float, n_nonemb: int, n_layers: int, d_model: int, gated: bool) -> int:
+    """Adapter width h with L*(3*d*h + gate) closest to budget * N_nonemb (SPEC §2)."""
+    gate_params = (d_model + 1) if gated else 0
+    return max(1, round((budget * n_nonemb - n_layers * gate_params) / (n_layers * 3 * d_model)))
+
+
+def solve_rank(budget: float, n_nonemb: int, n_layers: int, d_model: int, d_ffn: int) -> int:
+    """LoRA rank r with L*3*r*(d+f) closest to budget * N_nonemb (gate, up and down projections)."""
+    return max(1, round(budget * n_nonemb / (n_layers * 3 * (d_model + d_ffn))))
+
+
+def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, gate: str | None = None,
+           init: str | None = None, init_divisor: float | None = None, placement: str = "parallel",
+           lora_alpha_ratio: float = 2.0, width: int | None = None, rank: int | None = None) -> nn.Module:
+    """Extend `backbone` with one of METHODS and freeze everything else. Returns the model to train.
+
+    `budget` is a fraction of the backbone's non-embedding parameters, solved into the adapter
+    width or LoRA rank (or pass `width`/`rank` to fix them). `gate`/`init` default per method.
+    """
+    _choose("method", method, METHODS)
+    _choose("placement", placement, PLACEMENTS)
+    if method in ADAPTER_METHODS:
+        gate = METHOD_DEFAULTS[method]["gate"] if gate is None else gate
+        init = METHOD_DEFAULTS[method]["init"] if init is None else init
+        _choose("gate", gate, GATES)
+        _choose("init", init, INITS)
+    elif gate is not None or init is not None:
+        raise ValueError(f"gate/init apply to the adapter methods {ADAPTER_METHODS}, not to {method!r}")
+    if method != "finetune" and width is None and rank is None and not (budget and 0 < budget <= 10):
+        raise ValueError(f"budget must be a positive fraction of the backbone's non-embedding parameters, got {budget}")
+    if getattr(backbone, "nrl_config", None) is not None:
+        raise ValueError("this model is already extended; extend a fresh backbone (see nr_lightning.sequence for stacking)")
+
+    ffns = find_ffns(backbone)
+    n_layers, d, f = len(ffns), ffns[0].d_model, ffns[0].d_ffn
+    n_nonemb = backbone_non_embedding(backbone)
+    cfg = ExtensionConfig(method=method, budget=budget, gate=gate, init=init, placement=placement,
+                          lora_alpha_ratio=lora_alpha_ratio, activation=ffns[0].activation,
+                          backbone={"class": type(backbone).__name__, "layers": n_layers, "d_model": d, "d_ffn": f,
+                                    "non_embedding_params": n_nonemb})
+
+    if method == "finetune":
+        cfg.budget = None
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+        model = backbone
+    elif method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg.rank = rank or solve_rank(budget, n_nonemb, n_layers, d, f)
+        lcfg = LoraConfig(r=cfg.rank, lora_alpha=lora_alpha_ratio * cfg.rank, lora_dropout=0.0, bias="none",
+                          target_modules=list(FFN_PROJECTIONS), init_lora_weights=True)
+        model = get_peft_model(backbone, lcfg)  # freezes the base model, B = 0
+    else:
+        cfg.width = width or solve_width(budget, n_nonemb, n_layers, d, gated=gate != "none")
+        cfg.init_divisor = float(n_layers) if init_divisor is None else float(init_divisor)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        ref = next(backbone.parameters())
+        for info in ffns:
+            adapter = ResidualAdapter(d, cfg.width, info.activation, gate, init, cfg.init_divisor, placement)
+            info.module.nrl_adapter = adapter.to(device=ref.device, dtype=ref.dtype)
+            info.module.nrl_hook = info.module.register_forward_hook(adapter_hook)
+        model = backbone
+    if cfg.init_divisor is None and method in ADAPTER_METHODS:
+        cfg.init_divisor = float(n_layers)
+    model.nrl_config = cfg
+    return model
+
+
+def extension_config(model: nn.Module) -> ExtensionConfig:
+    cfg = getattr(model, "nrl_config", None)
+    if cfg is None:
+        raise ValueError("model was not built by nr_lightning.extend(); call extend(backbone, method=...) first")
+    return cfg
+
+
+def adapters(model: nn.Module) -> list[ResidualAdapter]:
+    """The residual adapters of an extended model, one per layer, in layer order."""
+    return [m for m in _base_model(model).modules() if isinstance(m, ResidualAdapter)]
+
+
+def extension_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name -> tensor of the weights that make up the extension (what save_extension writes)."""
+    cfg = extension_config(model)
+    if cfg.method == "finetune":
+        return {n: p for n, p in _base_model(model).state_dict().items()}
+    if cfg.method == "lora":
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+    return {n: p for n, p in _base_model(model).state_dict().items() if ".nrl_adapter." in n}
+
+
+def parameter_report(model: nn.Module) -> dict:
+    """Budget and trainable counts, with the denominator spelled out."""
+    cfg = extension_config(model)
+    n_nonemb = backbone_non_embedding(model)
+    trainable = _count(p for p in model.parameters() if p.requires_grad)
+    base = _base_model(model)
+    if cfg.method == "finetune":
+        extension = 0
+    elif cfg.method == "lora":
+        extension = _count(p for n, p in model.named_parameters() if "lora_" in n)
+    else:
+        extension = _count(p for n, p in base.named_parameters() if ".nrl_adapter." in n)
+    total_backbone = _count({id(p): p for n, p in base.named_parameters()
+                             if ".nrl_adapter." not in n and "lora_" not in n}.values())
+    return {
+        "method": cfg.method,
+        "backbone_total": total_backbone,
+        "backbone_non_embedding": n_nonemb,
+        "denominator": "backbone non-embedding parameters (all weights except input embeddings and output head)",
+        "extension": extension,
+        "trainable": trainable,
+        "budget": extension / n_nonemb if cfg.method != "finetune" else trainable / n_nonemb,
+        "budget_requested": cfg.budget,
+        "width": cfg.width,
+        "rank": cfg.rank,
+        "gate": cfg.gate,
+        "init": cfg.init,
+        "placement": cfg.placement,
+    }
+
+
+def local_losses(model: nn.Module, domain: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Local losses from the last forward pass (SPEC §3).
+
+    domain: (batch,) or (batch, seq), 0 = original domain (English), 1 = new language.
+    sparsity: mean over layers of the mean over original-domain tokens of ||phi(g(x)) A(x)||_1 / d.
+    gate_bce: mean over layers of BCE(sigmoid(g(x)), domain) over all tokens (gated adapters only).
+    Methods without adapters (or without a gate) return zeros.
+    """
+    layers = adapters(model)
+    ref = next(model.parameters())
+    zero = torch.zeros((), device=ref.device, dtype=torch.float32)
+    if not layers or layers[0].last_residual_l1 is None:
+        return {"sparsity": zero, "gate_bce": zero.clone()}
+    shape = layers[0].last_residual_l1.shape  # (batch, seq)
+    dom = domain.to(ref.device)
+    dom = dom[:, None].expand(shape) if dom.dim() == 1 else dom
+    if dom.shape != shape:
+        raise ValueError(f"domain has shape {tuple(domain.shape)}; expected (batch,) or {tuple(shape)}")
+    valid = torch.ones(shape, dtype=torch.bool, device=dom.device) if mask is None else mask.bool().to(dom.device)
+    original = (dom == 0) & valid
+    n_orig = original.sum()
+    sparsity = zero
+    if n_orig > 0:
+        per_layer = [(a.last_residual_l1.float() * original).sum() / n_orig for a in layers]
+        sparsity = torch.stack(per_layer).mean()
+    gate_bce = zero.clone()
+    if layers[0].last_gate_logits is not None and valid.any():
+        target = dom.float()[valid]
+        per_layer = [F.binary_cross_entropy_with_logits(a.last_gate_logits.float()[valid], target) for a in layers]
+        gate_bce = torch.stack(per_layer).mean()
+    return {"sparsity": sparsity, "gate_bce": gate_bce}
+
+
+def gate_spectra(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Singular values per layer of each adapter's W_gate and of the backbone FFN's gate_proj (paper Fig. 3)."""
+    out: dict[str, list[torch.Tensor]] = {"backbone": [], "adapter": []}
+    for info in find_ffns(model):
+        weight = _linear(info.module.gate_proj).weight
+        out["backbone"].append(torch.linalg.svdvals(weight.detach().float()))
+        adapter = getattr(info.module, "nrl_adapter", None)
+        if adapter is not None:
+            out["adapter"].append(torch.linalg.svdvals(adapter.w_gate.weight.detach().float()))
+    return out
+
+
+def save_extension(model: nn.Module, path: str | Path) -> Path:
+    """Write the extension's weights (safetensors) and config (json) to directory `path`; nothing of the backbone."""
+    cfg = extension_config(model)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {n: t.detach().contiguous().cpu() for n, t in extension_parameters(model).items()}
+    if cfg.method == "finetune":  # tied weights: keep one copy of each storage
+        seen: dict[int, str] = {}
+        tensors = {n: t for n, t in tensors.items() if seen.setdefault(t.untyped_storage().data_ptr(), n) == n}
+    tmp = path / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
+    tmp.replace(path / WEIGHTS_FILE)
+    meta = {"format_version": FORMAT_VERSION, **asdict(cfg)}
+    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
+    """Rebuild the extension saved at `path` on `backbone` and load its weights."""
+    path = Path(path)
+    cfg_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for f in (cfg_file, weights_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: `path` must be a directory written by save_extension()")
+    meta = json.loads(cfg_file.read_text())
+    known = {f.name for f in fields(ExtensionConfig)}
+    cfg = ExtensionConfig(**{k: v for k, v in meta.items() if k in known})
+    ffns = find_ffns(backbone)
+    want = cfg.backbone
+    got = {"layers": len(ffns), "d_model": ffns[0].d_model, "d_ffn": ffns[0].d_ffn}
+    mismatch = {k: (want.get(k), v) for k, v in got.items() if want.get(k) not in (None, v)}
+    if mismatch:
+        raise ValueError(f"extension at {path} was built for a different backbone: (saved, given) = {mismatch}")
+    model = extend(backbone, method=cfg.method, budget=cfg.budget or 0.2,
+                   gate=cfg.gate if cfg.method in ADAPTER_METHODS else None,
+                   init=cfg.init if cfg.method in ADAPTER_METHODS else None, init_divisor=cfg.init_divisor,
+                   placement=cfg.placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=cfg.width, rank=cfg.rank)
+    tensors = load_file(str(weights_file))
+    if cfg.method == "lora":
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, tensors)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise ValueError(f"{weights_file} holds keys the LoRA model lacks: {unexpected[:5]}")
+    else:
+        base = _base_model(model)
+        missing, unexpected = base.load_state_dict(tensors, strict=False)
+        if unexpected:
+            raise ValueError(f"{weights_file} holds keys the model lacks: {unexpected[:5]}")
+        if cfg.method != "finetune":
+            missing_ext = [k for k in missing if ".nrl_adapter." in k]
+            if missing_ext:
+                raise ValueError(f"{weights_file} lacks adapter weights: {missing_ext[:5]}")
+        elif missing:  # finetune: only tied copies (e.g. lm_head tied to the embeddings) may be absent
+            state = base.state_dict()
+            loaded = {state[k].data_ptr() for k in tensors}
+            untied = [k for k in missing if state[k].data_ptr() not in loaded]
+            if untied:
+                raise ValueError(f"{weights_file} lacks backbone weights: {untied[:5]}")
+    return model
