@@ -62,6 +62,12 @@ class ResidualAdapter(nn.Module):
             return None
         return _GATE_FNS[self.gate](self.block_gate(x).squeeze(-1))
 
+    def gate_values_from_cache(self) -> torch.Tensor | None:
+        """phi(g(x)) of the last forward pass, per token."""
+        if self.last_gate_logits is None:
+            return None
+        return _GATE_FNS[self.gate](self.last_gate_logits)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.w_out(self.act(self.w_gate(x)) * self.w_in(x))
         if self.block_gate is not None:

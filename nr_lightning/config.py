@@ -1,0 +1,222 @@
+"""Typed run configuration, composed from groups in experiments/ and key=value overrides.
+
+    python -m nr_lightning.train method=neutral lang=fr backbone=tiny trainer.max_steps=50 data.p=0.5
+
+`method`, `lang`, `backbone`, `trainer` (and `experiment`) pick a YAML file from the group folder
+of the same name in experiments/; dotted keys override single fields. The schema is the
+dataclasses below (OmegaConf structured config): an unknown key or a bad value fails before
+anything is loaded, naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from .data import DataConfig
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO / "experiments"
+GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
+METHOD_NAMES = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "smollm2-135m"  # preset (smollm2-135m, tiny), local HF directory or hub id
+    dtype: str = "float32"  # weights dtype: float32 | bfloat16 (fp32 is faster on CPUs without AMX)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = "neutral"  # finetune | lora | adapters | sigmoid | neutral
+    budget: float = 0.2  # fraction of the backbone's non-embedding parameters
+    gate: str | None = None  # elu | relu | sigmoid | none (None = the method's default)
+    init: str | None = None  # low_variance | he (None = the method's default)
+    init_divisor: float | None = None  # low-variance init: var = 1/(d * divisor); None = number of layers
+    placement: str = "parallel"  # parallel | serial
+    lora_alpha_ratio: float = 2.0  # LoRA alpha = ratio * rank
+    alpha: float = 0.0  # weight of the sparsity loss (neutral: 0.01, SPEC §3)
+    beta: float = 0.0  # weight of the gate BCE loss (sigmoid: 1.0)
+    lr: float = 2e-4  # peak learning rate (paper: 5e-5 finetune/LoRA, 2e-4 adapters)
+
+
+@dataclass
+class OptimConfig:
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    schedule: str = "cosine"  # cosine | constant (both after linear warm-up)
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of the peak lr
+    grad_clip: float = 1.0  # 0 disables clipping
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 1
+    checkpoint_every_n_steps: int = 50
+    num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
+    compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
+    detect_anomaly: bool = False
+    nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
+    dry_run: bool = False  # build the plan, print memory estimates, do not train
+
+
+@dataclass
+class EvalConfig:
+    every_n_steps: int = 50  # held-out bpb (the forgetting curves) every N steps; 0 = only at start and end
+    max_docs: int = 48  # held-out documents per language for the in-training curves
+    max_length: int = 512
+    batch_size: int = 8
+    at_start: bool = True  # evaluate the untouched model at step 0
+    gate_stats: bool = True  # block-gate statistics per domain, gate spectra
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None  # run name (default: <method>-<lang>-<timestamp>)
+    run_dir: str | None = None  # full path; overrides runs_root/name
+    runs_root: str = "runs"
+    ckpt_path: str | None = None  # resume: last | path/to.ckpt
+    seed: int = 0
+    lang: str = "fr"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment: str | None = None  # name of the experiment file this run came from (informational)
+
+
+CHOICES = {
+    "method.name": METHOD_NAMES,
+    "method.gate": (None, "elu", "relu", "sigmoid", "none"),
+    "method.init": (None, "low_variance", "he"),
+    "method.placement": ("parallel", "serial"),
+    "backbone.dtype": ("float32", "bfloat16", "float16"),
+    "optim.schedule": ("cosine", "constant"),
+    "trainer.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),
+    "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"),
+    "trainer.precision": ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed"),
+    "trainer.nan_policy": ("stop", "skip"),
+}
+POSITIVE = ("trainer.max_steps", "trainer.accumulate_grad_batches", "eval.max_length", "eval.batch_size",
+            "method.lr")
+
+
+class ConfigError(ValueError):
+    """A bad config key or value, with the fix in the message."""
+
+
+def group_choices(group: str) -> list[str]:
+    folder = EXPERIMENTS / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")) if folder.is_dir() else []
+
+
+def _load_group(group: str, choice: str) -> DictConfig:
+    path = EXPERIMENTS / group / f"{choice}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown {group} {choice!r}; valid choices: {', '.join(group_choices(group))} "
+                          f"(files in {EXPERIMENTS / group})")
+    node = OmegaConf.load(path)
+    defaults = node.pop("defaults", None) if isinstance(node, DictConfig) else None
+    merged = OmegaConf.create()
+    for item in defaults or []:  # an experiment can pull in group choices: defaults: [{method: neutral}]
+        for g, c in dict(item).items():
+            merged = OmegaConf.merge(merged, _load_group(g, c))
+    return OmegaConf.merge(merged, node)
+
+
+def compose(overrides: list[str] | None = None) -> RunConfig:
+    """Defaults (experiments/config.yaml) + group choices + dotted overrides -> validated RunConfig."""
+    overrides = list(overrides or [])
+    schema = OmegaConf.structured(RunConfig)
+    cfg = OmegaConf.merge(schema, OmegaConf.load(EXPERIMENTS / "config.yaml")) if (EXPERIMENTS / "config.yaml").is_file() \
+        else schema
+    choices: dict[str, str] = {}
+    dotted: list[str] = []
+    for arg in overrides:
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not key=value (e.g. method=neutral trainer.max_steps=50)")
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+-")
+        if key in GROUPS:
+            choices[key] = value
+        else:
+            dotted.append(f"{key}={value}")
+    try:
+        order = ["experiment", "backbone", "trainer", "method", "lang"]
+        defaults = {"method": "neutral", "lang": "fr"}
+        for group in order:
+            choice = choices.get(group, defaults.get(group))
+            if choice is None:
+                continue
+            cfg = OmegaConf.merge(cfg, _load_group(group, choice))
+            if group == "lang":
+                cfg.lang = choice
+            if group == "experiment":
+                cfg.experiment = choice
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
+    except ConfigError:
+        raise
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e)
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(schema, parent) if parent else schema
+        valid = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else ""
+        raise ConfigError(f"unknown config key {key!r}; valid keys{' under ' + parent if parent else ''}: {valid}") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(e).split("\n")[0]
+        raise ConfigError(f"bad config value{' for ' + repr(key) if key else ''}: {msg}") from None
+    run: RunConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(run)
+    return run
+
+
+def validate(cfg: RunConfig) -> None:
+    for key, valid in CHOICES.items():
+        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        if value not in valid:
+            raise ConfigError(f"bad value {key}={value!r}; valid choices: {', '.join(str(v) for v in valid)}")
+    for key in POSITIVE:
+        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        if not value or value <= 0:
+            raise ConfigError(f"bad value {key}={value!r}: must be > 0")
+    if cfg.method.budget <= 0 and cfg.method.name not in ("finetune",):
+        raise ConfigError(f"bad value method.budget={cfg.method.budget}: a positive fraction, e.g. 0.2")
+    if not 0.0 <= cfg.data.p <= 1.0:
+        raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
+    langs = group_choices("lang")
+    if langs and cfg.lang not in langs:
+        raise ConfigError(f"unknown lang {cfg.lang!r}; valid choices: {', '.join(langs)}")
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(d: dict) -> RunConfig:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), d))  # type: ignore[return-value]
+
+
+__all__ = ["MISSING", "RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]

@@ -1,0 +1,125 @@
+"""ExtensionModule: the backbone-plus-extension model and its loss, as a LightningModule.
+
+    loss = LM cross entropy + alpha * sparsity + beta * gate_bce        (SPEC §3)
+
+Only the extension's parameters reach the optimizer (finetune: all of them), and checkpoints of
+adapter/LoRA runs hold only those weights: the frozen backbone is rebuilt from its source.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .extension import extension_parameters, local_losses, parameter_report
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by the NaN/inf guard with the step and the batch's languages in the message."""
+
+
+def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to min_ratio (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ExtensionModule(L.LightningModule):
+    """Owns the extended model; computes LM CE plus the local losses; logs each term separately."""
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, languages: list[str] | None = None) -> None:
+        super().__init__()
+        self.model = model.train()  # HF models load in eval mode (dropout off); training must run in train mode
+        self.cfg = cfg
+        self.languages = languages or []
+        self.report = parameter_report(model)
+        self.strict_loading = False  # adapter checkpoints hold only the extension's weights
+        self._t_last: float | None = None
+        self._skipped_batches = 0
+
+    def forward(self, input_ids: torch.Tensor, **kw):
+        return self.model(input_ids=input_ids, **kw)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        ids, domain = batch["input_ids"], batch["domain"]
+        out = self.model(input_ids=ids, labels=ids)
+        local = local_losses(self.model, domain)
+        m = self.cfg.method
+        loss = out.loss + m.alpha * local["sparsity"] + m.beta * local["gate_bce"]
+        if not torch.isfinite(loss):
+            langs = sorted({self.languages[i] if i < len(self.languages) else str(i)
+                            for i in batch.get("lang", domain).tolist()})
+            msg = (f"non-finite loss {loss.item()} at step {self.global_step} (batch {batch_idx}, languages {langs}, "
+                   f"lm={out.loss.item():.4g} sparsity={local['sparsity'].item():.4g} gate_bce="
+                   f"{local['gate_bce'].item():.4g}). Lower method.lr, or set trainer.nan_policy=skip to skip such "
+                   f"batches; the last good checkpoint is in the run's checkpoints/.")
+            if self.cfg.trainer.nan_policy == "skip":
+                self._skipped_batches += 1
+                self.log("train/skipped_batches", float(self._skipped_batches))
+                self.print(f"[nr-lightning] skipping batch: {msg}")
+                return None
+            raise NonFiniteLossError(msg)
+        n_tokens = ids.numel()
+        now = time.perf_counter()
+        bs = ids.shape[0]
+        self.log("train/loss", loss, prog_bar=False, batch_size=bs)
+        self.log("train/lm_loss", out.loss, prog_bar=True, batch_size=bs)
+        self.log("train/sparsity", local["sparsity"], batch_size=bs)
+        self.log("train/gate_bce", local["gate_bce"], batch_size=bs)
+        self.log("train/english_fraction", (domain == 0).float().mean(), batch_size=bs)
+        if self._t_last is not None:
+            self.log("train/tokens_per_s", n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9),
+                     prog_bar=True, batch_size=bs)
+        self._t_last = now
+        self.log("train/tokens_seen", float((self.global_step + 1) * n_tokens * self.trainer.world_size
+                                            * self.trainer.accumulate_grad_batches), batch_size=bs)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
+
+    def configure_optimizers(self):
+        o, m = self.cfg.optim, self.cfg.method
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=m.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+        total = self.cfg.trainer.max_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_lambda(s, o.warmup_steps, total, o.schedule, o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ adapter-only checkpoints
+    def _extension_keys(self) -> set[str]:
+        if self.cfg.method.name == "finetune":
+            return set()
+        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
+        return {f"model.{n}" for n, p in self.model.named_parameters() if id(p) in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keys = self._extension_keys()
+        if keys:  # drop the frozen backbone: a 135M backbone would make every checkpoint 0.5 GB
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
+        checkpoint["nrl"] = {"method": self.cfg.method.name, "report": self.report,
+                             "extension_keys": len(keys)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        keys = self._extension_keys()
+        if keys:
+            missing = keys - set(checkpoint["state_dict"])
+            if missing:
+                raise ValueError(f"checkpoint lacks extension weights {sorted(missing)[:3]}...: was it written by a "
+                                 f"run with another method/budget? (this run: {self.cfg.method.name})")
+
+    def extension_state(self) -> dict[str, torch.Tensor]:
+        return extension_parameters(self.model)
