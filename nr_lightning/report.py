@@ -1,0 +1,128 @@
+"""One table of every run and the learning-vs-forgetting trade-off plot (paper Figure 1).
+
+    python -m nr_lightning.report runs/*                    # -> runs/report.md, runs/report.csv, runs/tradeoff.png
+    python -m nr_lightning.report runs/* --out docs/results
+
+A run contributes its final held-out bpb (metrics.json, or eval.json when `make eval` ran, which wins)
+and its downstream task averages (eval.json). A run directory named `backbone*` or an eval.json with
+no run (a bare backbone) is drawn as the reference star.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ["run", "method", "lang", "p", "budget", "lr", "steps", "bpb_en", "bpb_target", "bpb_sum",
+           "tasks_en", "tasks_target"]
+
+
+def collect(run_dir: Path) -> dict | None:
+    """A row for one run directory, or None if it holds no results yet."""
+    metrics = run_dir / "metrics.json"
+    evalf = run_dir / "eval.json"
+    if not metrics.is_file() and not evalf.is_file():
+        return None
+    m = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    e = json.loads(evalf.read_text()) if evalf.is_file() else {}
+    cfg = m.get("config") or e.get("config") or {}
+    method = (cfg.get("method") or {}).get("name") or ("backbone" if e.get("backbone") and not e.get("run") else "?")
+    lang = cfg.get("lang") or next((k for k in (e.get("bpb") or {}) if k != "en"), None) or \
+        next((k for k in (m.get("final_bpb") or {}) if k != "en"), "?")
+    bpb = dict(m.get("final_bpb") or {})
+    bpb.update(e.get("bpb") or {})
+    avg = e.get("task_average") or {}
+    row = {
+        "run": run_dir.name, "method": method, "lang": lang,
+        "p": (cfg.get("data") or {}).get("p"), "budget": (cfg.get("method") or {}).get("budget"),
+        "lr": (cfg.get("method") or {}).get("lr"), "steps": m.get("global_step"),
+        "bpb_en": bpb.get("en"), "bpb_target": bpb.get(lang),
+        "tasks_en": avg.get("en"), "tasks_target": avg.get(lang),
+    }
+    row["bpb_sum"] = row["bpb_en"] + row["bpb_target"] if row["bpb_en"] is not None and row["bpb_target"] is not None \
+        else None
+    if method == "finetune":
+        row["budget"] = None
+    return row
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+MARKERS = {"backbone": ("*", "black"), "finetune": ("s", "tab:red"), "lora": ("^", "tab:orange"),
+           "adapters": ("D", "tab:blue"), "sigmoid": ("v", "tab:purple"), "neutral": ("o", "tab:green")}
+
+
+def tradeoff_plot(rows: list[dict], path: Path) -> Path:
+    """x = target-language bpb, y = English bpb (lower-left is better); one marker per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    seen = set()
+    for r in rows:
+        if r["bpb_en"] is None or r["bpb_target"] is None:
+            continue
+        marker, color = MARKERS.get(r["method"], ("x", "gray"))
+        label = r["method"] if r["method"] not in seen else None
+        seen.add(r["method"])
+        ax.scatter(r["bpb_target"], r["bpb_en"], marker=marker, color=color, s=110 if marker == "*" else 45,
+                   label=label, zorder=3)
+    langs = sorted({r["lang"] for r in rows if r["lang"] not in (None, "?")})
+    ax.set_xlabel(f"held-out {'/'.join(langs) or 'target'} bits per byte (learning →  lower)")
+    ax.set_ylabel("English other-domain bits per byte (forgetting → lower)")
+    ax.set_title("Learning vs forgetting")
+    ax.grid(alpha=0.3)
+    if seen:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", help="run directories (e.g. runs/*)")
+    ap.add_argument("--out", default=None, help="output folder (default: the runs' common parent)")
+    args = ap.parse_args(argv)
+    dirs = [Path(r) for r in args.runs if Path(r).is_dir()]
+    rows = [r for r in (collect(d) for d in sorted(dirs)) if r]
+    if not rows:
+        print("error: no run with metrics.json or eval.json among the given directories "
+              f"({len(dirs)} directories); train with `make train` first", file=sys.stderr)
+        sys.exit(2)
+    rows.sort(key=lambda r: (r["lang"] or "", r["method"] != "backbone", r["method"], r["run"]))
+    out = Path(args.out) if args.out else (dirs[0].parent if dirs else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(rows)
+    (out / "report.md").write_text(md)
+    with open(out / "report.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows({c: r.get(c) for c in COLUMNS} for r in rows)
+    png = tradeoff_plot(rows, out / "tradeoff.png")
+    print(md)
+    print(f"[nr-lightning] wrote {out / 'report.md'}, {out / 'report.csv'}, {png}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""`python -m nr_lightning.evaluate` and `python -m nr_lightning.report` on two tiny runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nr_lightning.config import ConfigError
+
+
+def _args(tmp_path: Path, fixtures: Path, name: str, method: str) -> list[str]:
+    t = fixtures / "text"
+    return [f"method={method}", "lang=fr", "backbone=tiny", "trainer.max_steps=2", "eval.every_n_steps=0",
+            "eval.max_docs=3", f"run_dir={tmp_path / name}", f"data.new.path={t / 'sentences_fr_dev.jsonl'}",
+            f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}", f"data.en.path={t / 'sentences_en_dev.jsonl'}",
+            f"data.en.heldout={t / 'sentences_en_dev.jsonl'}", f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, fixtures_dir):
+    from nr_lightning.train import main
+
+    tmp = tmp_path_factory.mktemp("runs")
+    for name, method in (("neutral-fr", "neutral"), ("lora-fr", "lora")):
+        main(_args(tmp, fixtures_dir, name, method))
+    return tmp
+
+
+def test_evaluate_run_writes_json(two_runs):
+    from nr_lightning.evaluate import main
+
+    result = main([f"run={two_runs / 'neutral-fr'}", "tasks=[arc_challenge_fr,mmlu_en]", "limit=2", "max_docs=3",
+                   "max_length=128"])
+    saved = json.loads((two_runs / "neutral-fr" / "eval.json").read_text())
+    assert set(saved["bpb"]) == {"fr", "en"} and all(v > 0 for v in saved["bpb"].values())
+    assert saved["tasks"]["arc_challenge_fr"]["n"] == 2 and saved["config"]["method"]["name"] == "neutral"
+    assert saved["task_average"].keys() == {"fr", "en"}
+    # the evaluated extension is the trained one: its bpb equals the run's own final measurement
+    final = json.loads((two_runs / "neutral-fr" / "metrics.json").read_text())["final_bpb"]
+    assert result["bpb"]["fr"] == pytest.approx(final["fr"], abs=1e-6)
+    assert result["bpb"]["en"] == pytest.approx(final["en"], abs=1e-6)
+
+
+def test_evaluate_needs_run_or_backbone():
+    from nr_lightning.evaluate import main
+
+    with pytest.raises(ConfigError, match="run=runs"):
+        main(["limit=3"])
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        main(["run=/nonexistent/run"])
+
+
+def test_report_table_and_png(two_runs):
+    from nr_lightning.report import main
+
+    rows = main([str(two_runs / "neutral-fr"), str(two_runs / "lora-fr"), "--out", str(two_runs / "report")])
+    assert {r["method"] for r in rows} == {"neutral", "lora"}
+    assert all(r["bpb_en"] and r["bpb_target"] and r["bpb_sum"] for r in rows)
+    md = (two_runs / "report" / "report.md").read_text()
+    assert "| neutral-fr | neutral | fr |" in md
+    png = (two_runs / "report" / "tradeoff.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (two_runs / "report" / "report.csv").read_text().startswith("run,method,lang")
