@@ -4,7 +4,12 @@ PY ?= python3
 VENV ?= .venv
 PYBIN := $(VENV)/bin/python
 METHOD ?= neutral
-LANG ?= fr
+# LANG is also the shell's locale variable: only a LANG given on the make command line picks the language.
+ifeq ($(origin LANG),command line)
+TARGET_LANG := $(LANG)
+else
+TARGET_LANG := fr
+endif
 ARGS ?=
 RUN ?=
 export NRL_CACHE ?= $(CURDIR)/.cache
@@ -14,7 +19,7 @@ export NRL_CACHE ?= $(CURDIR)/.cache
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: METHOD=$(METHOD) LANG=$(LANG) ARGS=\"key=value ...\" RUN=runs/<name>"
+	@echo "  variables: METHOD=$(METHOD) LANG=$(TARGET_LANG) ARGS=\"key=value ...\" RUN=runs/<name>"
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,7 +36,7 @@ data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de) and t
 	$(PYBIN) -c "from nr_lightning.backbone import smollm2_dir; print('backbone:', smollm2_dir())"
 
 train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"
-	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(LANG) $(ARGS)
+	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
 
 test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores)
 	$(PYBIN) -m pytest -q
