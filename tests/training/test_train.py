@@ -81,6 +81,10 @@ def test_tiny_training_run_writes_curves_checkpoints_extension(tmp_path, fixture
     for tag in ("train/loss", "train/lm_loss", "train/sparsity", "train/gate_bce", "train/lr", "eval/bpb_en",
                 "eval/bpb_fr", "eval/bpb_sum", "gates/en_gate_mean", "gates/fr_gate_mean"):
         assert tag in tags, (tag, sorted(tags))
+    hists = set(acc.Tags()["histograms"])
+    assert {"spectra/adapter_w_gate_layer00", "spectra/backbone_gate_proj_layer01", "gate_values/en_layer00",
+            "gate_values/fr_layer01"} <= hists, sorted(hists)
+    assert "spectra/normalised" in acc.Tags()["images"]
     bpb_steps = [e.step for e in acc.Scalars("eval/bpb_fr")]
     assert bpb_steps[0] == 0 and bpb_steps[-1] == 3
     metrics = json.loads((run / "metrics.json").read_text())
