@@ -66,6 +66,9 @@ class DataConfig:
     """Original languages to keep (domain label 0), sampled uniformly within the group."""
     p: float = 0.1
     """Probability that a training sequence comes from the retained group (paper default 0.1)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Relative sampling weights within each group (``data.weights.fr=3``); unlisted languages weigh 1.
+    Empty (default): uniform within each group. P(lang) = P(group) * w_lang / sum of the group's weights."""
     seq_len: int = 256
     """Tokens per packed training sequence (EOS-separated documents)."""
     batch_size: int = 4
@@ -110,6 +113,11 @@ def _coerce_config(config: Any, overrides: dict) -> DataConfig:
     both = set(cfg.learn) & set(cfg.retain)
     if both or len(set(cfg.learn)) != len(cfg.learn) or len(set(cfg.retain)) != len(cfg.retain):
         raise ValueError(f"languages must be unique across data.learn {cfg.learn} and data.retain {cfg.retain}")
+    cfg.weights = {str(k): float(v) for k, v in dict(cfg.weights).items()}
+    unknown = set(cfg.weights) - set(cfg.learn) - set(cfg.retain)
+    if unknown or any(not v > 0 for v in cfg.weights.values()):
+        raise ValueError(f"data.weights {cfg.weights} must be positive and name languages of data.learn "
+                         f"{cfg.learn} or data.retain {cfg.retain}")
     if cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.num_workers < 0:
         raise ValueError("data.seq_len must be >= 2, data.batch_size >= 1 and data.num_workers >= 0")
     return cfg
@@ -128,10 +136,21 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int) -> np.ndarray:
+def _pick(h: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Index in a group from hash values: uniform (modulo) without weights, else by the weights' CDF."""
+    if weights is None or np.all(weights == weights[0]):
+        return (h % np.uint64(len(weights) if weights is not None else 1)).astype(np.int64)
+    u = (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
+    cdf = np.cumsum(weights) / weights.sum()
+    return np.minimum(np.searchsorted(cdf, u, side="right"), len(weights) - 1).astype(np.int64)
+
+
+def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int,
+                weights: np.ndarray | None = None) -> np.ndarray:
     """Language index (learned languages first, then retained) of global sequences ``start..start+count-1``.
 
     A pure function of ``(seed, k)`` so any rank / worker / resumed run agrees on every decision.
+    ``weights`` (one per language, same order) are relative weights within each group; None = uniform.
     """
     k = np.arange(start, start + count, dtype=np.uint64)
     key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
@@ -141,10 +160,13 @@ def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, co
     h2 = _splitmix64(h)
     retained = u < p
     out = np.empty(count, dtype=np.int64)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if n_retain:
-        out[retained] = n_learn + (h2[retained] % np.uint64(n_retain)).astype(np.int64)
+        wr = w[n_learn:] if w is not None else np.ones(n_retain)
+        out[retained] = n_learn + _pick(h2[retained], wr)
     if n_learn:
-        out[~retained] = (h2[~retained] % np.uint64(n_learn)).astype(np.int64)
+        wl = w[:n_learn] if w is not None else np.ones(n_learn)
+        out[~retained] = _pick(h2[~retained], wl)
     return out
 
 
@@ -257,17 +279,19 @@ class MixedLanguageStream(IterableDataset):
 
     def __init__(self, sources: list[TextSource], tokenizer: Any, eos_id: int, n_learn: int, p: float,
                  seq_len: int, seed: int, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
-                 names: list[str] | None = None, block: int = 4096) -> None:
+                 names: list[str] | None = None, block: int = 4096, weights: list[float] | None = None) -> None:
         super().__init__()
         self.sources, self.tokenizer, self.eos_id = sources, tokenizer, eos_id
         self.n_learn, self.p, self.seq_len, self.seed = n_learn, p, seq_len, seed
         self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
         self.names = names or [str(i) for i in range(len(sources))]
         self.block = block
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.epochs: dict[str, int] = {}  # languages' epochs reached (main process only when num_workers=0)
 
     def plan(self, start: int, count: int) -> np.ndarray:
-        return mixing_plan(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count)
+        return mixing_plan(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count,
+                           self.weights)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -432,6 +456,11 @@ class MixedLanguageDataModule(L.LightningDataModule):
             out.append(text)
         return out
 
+    def language_weights(self) -> list[float] | None:
+        """Relative weight of each language of :attr:`languages` within its group (None = uniform)."""
+        w = self.config.weights
+        return [float(w.get(lang, 1.0)) for lang in self.languages] if w else None
+
     def _active(self) -> list[int]:
         """Indices of languages that can be sampled (a group with zero probability is never read)."""
         n = len(self.config.learn)
@@ -474,7 +503,8 @@ class MixedLanguageDataModule(L.LightningDataModule):
         c = self.config
         return MixedLanguageStream(self._sources(), tok, int(eos), len(c.learn), c.p, c.seq_len, c.seed,
                                    c.batch_size, start=self.sequences_consumed() if start is None else start,
-                                   rank=rank, world_size=world_size, names=self.languages)
+                                   rank=rank, world_size=world_size, names=self.languages,
+                                   weights=self.language_weights())
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """Infinite loader of ``{"input_ids": (B, seq_len), "domain": (B,), "lang": (B,)}`` batches.
@@ -508,7 +538,8 @@ class MixedLanguageDataModule(L.LightningDataModule):
                   len(tok) if hasattr(tok, "__len__") else getattr(tok, "vocab_size", None)]
         blob = json.dumps({"seed": c.seed, "p": c.p, "learn": c.learn, "retain": c.retain, "seq_len": c.seq_len,
                            "sources": [self.train_source(lang) for lang in self.languages],
-                           "text_field": c.text_field, "tokenizer": tok_id}, sort_keys=True)
+                           "text_field": c.text_field, "tokenizer": tok_id,
+                           **({"weights": c.weights} if c.weights else {})}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:
@@ -536,6 +567,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         """Summary for the run banner."""
         c = self.config
         return {"languages": self.languages, "learn": c.learn, "retain": c.retain, "p_retain": c.p,
+                "weights": self.language_weights(),
                 "domain_labels": {"retained (original)": 0, "learned (new)": 1},
                 "seq_len": c.seq_len, "batch_size": c.batch_size, "tokens_per_batch": c.batch_size * c.seq_len,
                 "num_workers": c.num_workers, "seed": c.seed,

@@ -17,9 +17,11 @@ from .api import (
     save_extension,
 )
 from .arch import SUPPORTED_FFNS, find_ffns
+from .stack import add_router, add_stage, load_stack, load_stages, n_stages, save_stages, scale_stages
 
 __all__ = [
     "ADAPTER_METHODS", "GATES", "INITS", "METHODS", "PLACEMENTS", "SUPPORTED_FFNS", "ExtensionConfig",
     "ResidualAdapter", "adapters", "backbone_non_embedding", "extend", "extension_config", "extension_parameters",
     "find_ffns", "gate_spectra", "load_extension", "local_losses", "parameter_report", "save_extension",
+    "add_router", "add_stage", "load_stack", "load_stages", "n_stages", "save_stages", "scale_stages",
 ]

@@ -86,7 +86,20 @@ def adapter_hook(mlp: nn.Module, args: tuple, output: torch.Tensor) -> torch.Ten
 
     A hook (rather than a wrapper module) keeps every backbone parameter name unchanged, so HF
     checkpoints, PEFT target names and Lightning checkpoints still line up.
+
+    Stacked stages (nr_lightning.extension.stack): the frozen earlier stages live in the ModuleList
+    `mlp.nrl_stages` and the newest in `mlp.nrl_adapter`; their residuals are added in stage order,
+    out = F(x) + A_0(x) + ... + A_k(x), or weighted per token by a router `mlp.nrl_router` if present.
     """
     adapter: ResidualAdapter = mlp.nrl_adapter
-    x = args[0] if adapter.placement == "parallel" else output
-    return output + adapter(x)
+    earlier = mlp._modules.get("nrl_stages")
+    if earlier is None:  # single stage: the original, exact code path
+        x = args[0] if adapter.placement == "parallel" else output
+        return output + adapter(x)
+    router = mlp._modules.get("nrl_router")
+    weights = router(args[0]) if router is not None else None  # (..., n_stages)
+    out = output
+    for k, a in enumerate([*earlier, adapter]):
+        r = a(args[0] if a.placement == "parallel" else output)
+        out = out + (r if weights is None else weights[..., k:k + 1] * r)
+    return out

@@ -57,6 +57,16 @@ def _choose(name: str, value, choices) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
 
 
+# Parameter-name markers of extension weights (never part of the backbone): the newest adapter stage,
+# frozen earlier stages and stage routers (nr_lightning.extension.stack), LoRA.
+EXTENSION_MARKERS = (".nrl_adapter.", ".nrl_stages.", ".nrl_router.", "lora_")
+
+
+def is_extension_name(name: str) -> bool:
+    """True for parameter names that belong to an extension rather than to the backbone."""
+    return any(m in name for m in EXTENSION_MARKERS)
+
+
 def _count(params) -> int:
     return sum(p.numel() for p in params)
 
@@ -68,7 +78,7 @@ def backbone_non_embedding(model: nn.Module) -> int:
     seen: set[int] = set()
     total = 0
     for name, p in base.named_parameters():
-        if id(p) in emb or id(p) in seen or ".nrl_adapter." in name or "lora_" in name:
+        if id(p) in emb or id(p) in seen or is_extension_name(name):
             continue
         seen.add(id(p))
         total += p.numel()
@@ -153,8 +163,12 @@ def extension_config(model: nn.Module) -> ExtensionConfig:
 
 
 def adapters(model: nn.Module) -> list[ResidualAdapter]:
-    """The residual adapters of an extended model, one per layer, in layer order."""
-    return [m for m in _base_model(model).modules() if isinstance(m, ResidualAdapter)]
+    """The residual adapters of an extended model, one per layer, in layer order.
+
+    With stacked stages these are the newest (trainable) stage's; frozen earlier stages are skipped.
+    """
+    return [m for n, m in _base_model(model).named_modules()
+            if isinstance(m, ResidualAdapter) and ".nrl_stages." not in f".{n}."]
 
 
 def extension_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -181,8 +195,7 @@ def parameter_report(model: nn.Module) -> dict:
         extension = _count(p for n, p in model.named_parameters() if "lora_" in n)
     else:
         extension = _count(p for n, p in base.named_parameters() if ".nrl_adapter." in n)
-    total_backbone = _count({id(p): p for n, p in base.named_parameters()
-                             if ".nrl_adapter." not in n and "lora_" not in n}.values())
+    total_backbone = _count({id(p): p for n, p in base.named_parameters() if not is_extension_name(n)}.values())
     return {
         "method": cfg.method,
         "backbone_total": total_backbone,
