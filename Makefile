@@ -15,7 +15,10 @@ RUN ?=
 export NRL_CACHE ?= $(CURDIR)/.cache
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-slow lint eval report tensorboard bench prep prep-demo clean
+SWEEP ?= experiments/paper/table2_english_ratio.yaml
+SCALE ?= cpu
+
+.PHONY: help setup data train sweep test test-slow lint eval report tensorboard bench prep prep-demo clean
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +40,9 @@ data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de) and t
 
 train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"
 	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
+
+sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
+	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)
 
 test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores)
 	$(PYBIN) -m pytest -q

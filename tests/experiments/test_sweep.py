@@ -1,0 +1,234 @@
+"""The paper's sweep files (experiments/paper/) and the sweep launcher (nr_lightning.sweep)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nr_lightning import sweep as sw
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER = sorted((REPO / "experiments" / "paper").glob("*.yaml"))
+# runs per file at (cpu, paper) scale
+COUNTS = {"table2_english_ratio": (10, 10), "table3_budget": (4, 4), "table4_french": (4, 12),
+          "table5_german": (4, 12), "table6_gate_ablation": (9, 9), "table6_gate_ablation_full": (20, 20),
+          "table7_alpha": (5, 5), "table8_learning_rate": (16, 16)}
+
+
+def data_args(fixtures: Path) -> list[str]:
+    t = fixtures / "text"
+    return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
+            f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
+            f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
+
+
+def test_every_paper_table_has_a_file():
+    assert {p.stem for p in PAPER} == set(COUNTS)
+
+
+@functools.cache
+def expanded(stem: str, scale: str) -> tuple[sw.Run, ...]:
+    """Each paper file is expanded (every run composed) once per scale for the whole module."""
+    return tuple(sw.expand(sw.load_sweep(stem), scale))
+
+
+def _rows(stem: str, scale: str = "cpu") -> tuple[sw.Run, ...]:
+    return expanded(stem, scale)
+
+
+@pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
+def test_paper_sweeps_expand_and_compose_at_both_scales(path):
+    sweep = sw.load_sweep(path)
+    assert sweep.description and set(sweep.scales) == {"cpu", "paper"}
+    for scale, expected in zip(("cpu", "paper"), COUNTS[path.stem]):
+        runs = expanded(path.stem, scale)  # composes + validates every run
+        names = [r.name for r in runs]
+        assert len(names) == expected, (scale, names)
+        assert len(set(names)) == len(names) and all(n.endswith(f"-{scale}") for n in names)
+        assert len({r.run_dir for r in runs}) == len(runs)
+        for r in runs:
+            c = r.cfg
+            assert c.name == r.name and f"name={r.name}" in r.overrides
+            if scale == "cpu":
+                assert c.backbone.name == "smollm2-135m" and c.trainer.accelerator == "cpu"
+                assert c.trainer.max_steps <= 300
+            else:  # SPEC §5: 100k steps x 64 x 4096 (Gemma-2B: 150k steps x 8 x 4096)
+                t = c.trainer
+                batch = t.devices * t.num_nodes * c.data.batch_size * t.accumulate_grad_batches
+                gemma = "gemma" in c.backbone.name
+                assert (t.max_steps, batch) == ((150_000, 8) if gemma else (100_000, 64)), r.name
+                assert c.data.seq_len == 4096 and c.backbone.name not in ("smollm2-135m", "tiny")
+            paper_lr = {"finetune": 5e-5, "lora": 5e-5}.get(c.method.name, 2e-4)
+            if "table8" not in path.stem:
+                assert c.method.lr == paper_lr, r.name
+
+
+def test_table2_grid():
+    runs = _rows("table2_english_ratio")
+    got = {(r.cfg.method.name, r.cfg.data.p) for r in runs}
+    assert {("adapters", p) for p in (0, 0.01, 0.1, 0.5)} <= got
+    assert {(m, p) for m in ("finetune", "lora", "adapters", "neutral") for p in (0, 0.1)} <= got
+    assert all(r.cfg.lang == "fr" for r in runs)
+
+
+def test_table3_table7_table8_grids():
+    assert sorted(r.cfg.method.budget for r in _rows("table3_budget")) == [0.05, 0.1, 0.2, 0.5]
+    alpha = {r.labels["alpha"]: r.cfg.method.alpha for r in _rows("table7_alpha")}
+    assert alpha == {"0": 0, "1": 1e-4, "10": 1e-3, "100": 1e-2, "1000": 1e-1}
+    assert alpha["100"] == sw.compose(["method=neutral"]).method.alpha  # the paper's default = ours
+    lrs: dict[str, list[float]] = {}
+    for r in _rows("table8_learning_rate"):
+        lrs.setdefault(r.cfg.method.name, []).append(r.cfg.method.lr)
+    assert set(lrs) == {"finetune", "lora", "adapters", "neutral"}
+    for m, values in lrs.items():
+        assert len(values) == 4 and sw.compose([f"method={m}"]).method.lr in values
+
+
+def test_tables_4_5_languages_methods_backbones():
+    for name, lang in (("table4_french", "fr"), ("table5_german", "de")):
+        runs = _rows(name, "paper")
+        assert {r.cfg.lang for r in runs} == {lang} and {r.cfg.data.learn[0] for r in runs} == {lang}
+        assert {(r.labels["model"], r.cfg.method.name) for r in runs} == \
+            {(b, m) for b in ("en1b", "ml1b", "gemma2b") for m in ("finetune", "lora", "adapters", "neutral")}
+
+
+def _gate_row(r: sw.Run) -> tuple[str, bool, bool, str]:
+    m = r.cfg.method
+    return m.gate, m.beta > 0, m.alpha > 0, m.init
+
+
+def test_gate_ablation_paper_rows_and_full_factorial():
+    rows = [_gate_row(r) for r in _rows("table6_gate_ablation")]
+    assert all(r.cfg.method.name == "neutral" for r in _rows("table6_gate_ablation"))
+    lv, he = "low_variance", "he"
+    assert rows == [("none", False, False, he), ("none", False, True, he), ("none", False, True, lv),
+                    ("sigmoid", True, False, he), ("sigmoid", True, False, lv), ("sigmoid", True, True, lv),
+                    ("elu", False, True, he), ("elu", False, False, lv), ("elu", False, True, lv)]
+    full = {_gate_row(r) for r in _rows("table6_gate_ablation_full")}
+    grid = {(g, ce, sp, i) for g in ("none", "sigmoid", "elu") for ce in (False, True) for sp in (False, True)
+            for i in (he, lv)}
+    assert full == grid - {("none", True, sp, i) for sp in (False, True) for i in (he, lv)}  # no gate: no CE
+    assert set(rows) <= full
+    # the last row is neutral residues as configured by method=neutral; row 5 is method=sigmoid
+    for row, preset in ((rows[-1], "neutral"), (rows[4], "sigmoid")):
+        m = sw.compose([f"method={preset}"]).method
+        assert row == (preset == "sigmoid" and "sigmoid" or "elu", m.beta > 0, m.alpha > 0, lv)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "sweep.yaml"
+    p.write_text(text)
+    return p
+
+
+TINY = """
+description: two tiny runs
+base: [method=neutral, lang=fr, backbone=tiny]
+grid:
+  data.p: [0, 0.5]
+scales:
+  cpu: [trainer.max_steps=2, eval.every_n_steps=0, eval.max_docs=4, trainer.checkpoint_every_n_steps=2]
+name: "tiny-p{data.p}"
+"""
+
+
+def test_bad_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("trained"))
+    bad = _write(tmp_path, TINY.replace("data.p: [0, 0.5]", "data.p: [0, 0.5]\n  method.alphaa: [1]"))
+    with pytest.raises(sw.SweepError, match=r"(?s)2 run\(s\) do not compose.*method.alphaa"):
+        sw.main([str(bad), "scale=cpu", f"runs_root={tmp_path}"])
+    with pytest.raises(sw.SweepError, match="no scale 'paper'"):
+        sw.main([str(_write(tmp_path, TINY)), "scale=paper"])
+    with pytest.raises(sw.SweepError, match="both named"):
+        sw.expand(sw.load_sweep(_write(tmp_path, TINY.replace("tiny-p{data.p}", "tiny"))), "cpu")
+    with pytest.raises(sw.SweepError, match="names its runs itself"):
+        sw.expand(sw.load_sweep(_write(tmp_path, TINY)), "cpu", ["name=x"])
+    with pytest.raises(sw.SweepError, match="unknown keys"):
+        sw.load_sweep(_write(tmp_path, TINY + "grids: {}\n"))
+    with pytest.raises(sw.SweepError, match="not found"):
+        sw.load_sweep("table99_nope")
+
+
+def test_dry_run_launches_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("trained"))
+    assert sw.main(["table7_alpha", "scale=cpu", "--dry-run", f"runs_root={tmp_path / 'runs'}"]) == []
+    out = capsys.readouterr().out
+    assert "t7-neutral-alpha100-cpu" in out and "python -m nr_lightning.train" in out and "method.alpha=1e-2" in out
+    assert not (tmp_path / "runs").exists()
+    proc = subprocess.run([sys.executable, "-m", "nr_lightning.sweep", str(_write(tmp_path, TINY)), "scale=cpu",
+                           "--dry-run", f"runs_root={tmp_path / 'runs'}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("python -m nr_lightning.train") == 2 and "name=tiny-p0.5-cpu" in proc.stdout
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_state(tmp_path):
+    runs = sw.expand(sw.load_sweep(_write(tmp_path, TINY)), "cpu", [f"runs_root={tmp_path}"])
+    r = runs[0]
+    assert r.state() == "new" and "ckpt_path=last" not in r.train_args()
+    (r.run_dir / "checkpoints").mkdir(parents=True)
+    (r.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert r.state() == "resume" and r.train_args()[-1] == "ckpt_path=last"
+    (r.run_dir / "metrics.json").write_text("{}")
+    assert r.state() == "done"
+
+
+def test_local_sweep_trains_then_rerun_skips(tmp_path, fixtures_dir, monkeypatch, capsys):
+    path = _write(tmp_path, TINY)
+    root = tmp_path / "runs"
+    args = [str(path), "scale=cpu", "--in-process", f"runs_root={root}", *data_args(fixtures_dir)]
+    rows = sw.main(args)
+    assert [(r["run"], r["status"]) for r in rows] == [("tiny-p0-cpu", "trained"), ("tiny-p0.5-cpu", "trained")]
+    for name, p in (("tiny-p0-cpu", 0.0), ("tiny-p0.5-cpu", 0.5)):
+        m = json.loads((root / name / "metrics.json").read_text())
+        assert m["global_step"] == 2 and m["config"]["data"]["p"] == p and set(m["final_bpb"]) == {"fr", "en"}
+    assert all(r["bpb_en"] is not None for r in rows)
+    assert (root / "_sweeps" / "sweep-cpu" / "report.md").is_file()  # the report of the sweep's runs
+    out = capsys.readouterr().out
+    assert "| tiny-p0-cpu | trained |" in out and "tiny-p0.5-cpu" in out
+
+    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    rows = sw.main(args)
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert "finished" in capsys.readouterr().err
+
+
+def test_slurm_submission_through_train_sbatch(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    for tool in ("sbatch", "srun"):  # fakes: record their arguments one per line
+        (bin_dir / tool).write_text(f"#!/bin/bash\nprintf '%s\\n' {tool} \"$@\" >> {calls}\necho 'Submitted 42'\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    root = tmp_path / "runs"
+    path = _write(tmp_path, TINY)
+    done = root / "tiny-p0-cpu"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text("{}")  # finished: not submitted
+    sw.main([str(path), "scale=cpu", "--slurm", "--max-parallel=3", "--sbatch-args=--partition=debug",
+             f"runs_root={root}"])
+    argv = calls.read_text().splitlines()
+    assert argv[0] == "sbatch" and "--array=0-0%3" in argv and "--partition=debug" in argv
+    assert "--ntasks-per-node=1" in argv and argv[-1] == str(sw.SBATCH_SCRIPT)
+    export = next(a for a in argv if a.startswith("--export=ALL,NRL_SWEEP="))
+    lines_file = Path(export.split("NRL_SWEEP=")[1].split(",")[0])
+    lines = [x for x in lines_file.read_text().splitlines() if not x.startswith("#")]
+    assert len(lines) == 1 and "name=tiny-p0.5-cpu" in lines[0].split()
+
+    if not sw.SBATCH_SCRIPT.is_file():
+        pytest.skip("experiments/slurm/train.sbatch not present")
+    calls.unlink()  # the array task itself: line 1 of the file through srun
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "NRL_SWEEP": str(lines_file), "NRL_PYTHON": "python3"}
+    proc = subprocess.run(["bash", str(sw.SBATCH_SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    got = calls.read_text().splitlines()
+    assert got[0] == "srun" and "nr_lightning.train" in got and "name=tiny-p0.5-cpu" in got
+    assert set(lines[0].split()) <= set(got) and "ckpt_path=last" in got
