@@ -17,8 +17,11 @@ export NRL_CACHE ?= $(CURDIR)/.cache
 .DEFAULT_GOAL := help
 SWEEP ?= experiments/paper/table2_english_ratio.yaml
 SCALE ?= cpu
+NODES ?= 1
+GPUS ?= 8
+OVERRIDES ?=
 
-.PHONY: help setup data train sweep test test-slow lint eval report tensorboard bench prep prep-demo clean
+.PHONY: help setup data train sweep slurm test test-slow lint eval report tensorboard bench prep prep-demo clean
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +46,17 @@ train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
 	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)
+
+slurm: ## submit to SLURM: make slurm METHOD=neutral LANG=fr NODES=2 GPUS=8 ARGS="trainer=paper" [OVERRIDES=file: job array]
+	mkdir -p runs/slurm
+	sbatch --nodes=$(NODES) --ntasks-per-node=$(if $(filter-out 0,$(GPUS)),$(GPUS),1) $(if $(filter-out 0,$(GPUS)),--gpus-per-node=$(GPUS)) \
+	  --output=runs/slurm/%x-%j.out \
+	  $(if $(OVERRIDES),--array=0-$$(($$(grep -cv '^\s*\(#\|$$\)' $(OVERRIDES)) - 1)) --export=ALL,NRL_SWEEP=$(OVERRIDES)) \
+	  experiments/slurm/train.sbatch method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
+
+test-slurm: setup ## start a local single-node SLURM (root, Debian) and run the SLURM tests
+	bash .ci/slurm-up.sh
+	$(PYBIN) -m pytest -m slurm -q -rs tests/scale; rc=$$?; bash .ci/slurm-down.sh; exit $$rc
 
 test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores)
 	$(PYBIN) -m pytest -q

@@ -74,6 +74,11 @@ class TrainerConfig:
     detect_anomaly: bool = False
     nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
     dry_run: bool = False  # build the plan, print memory estimates, do not train
+    global_batch_tokens: int = 0  # >0: solve accumulate_grad_batches = this / (devices*nodes*batch_size*seq_len)
+    activation_checkpointing: bool = False  # recompute each decoder layer in backward (FSDP policy / HF for DDP)
+    fsdp_sharding: str = "FULL_SHARD"  # FULL_SHARD (ZeRO-3-like) | SHARD_GRAD_OP (ZeRO-2-like) | HYBRID_SHARD | NO_SHARD
+    deepspeed_stage: int = 2  # ZeRO stage for strategy=deepspeed (needs the deepspeed package)
+    min_free_gb: float = 1.0  # refuse to start when the run directory's disk has less free space
 
 
 @dataclass
@@ -114,6 +119,8 @@ CHOICES = {
     "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"),
     "trainer.precision": ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed"),
     "trainer.nan_policy": ("stop", "skip"),
+    "trainer.fsdp_sharding": ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"),
+    "trainer.deepspeed_stage": (1, 2, 3),
 }
 POSITIVE = ("trainer.max_steps", "trainer.accumulate_grad_batches", "eval.max_length", "eval.batch_size",
             "method.lr")
@@ -190,12 +197,13 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
 
 
 def validate(cfg: RunConfig) -> None:
+    node = OmegaConf.structured(cfg)  # built once: it is the slow part of compose()
     for key, valid in CHOICES.items():
-        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        value = OmegaConf.select(node, key)
         if value not in valid:
             raise ConfigError(f"bad value {key}={value!r}; valid choices: {', '.join(str(v) for v in valid)}")
     for key in POSITIVE:
-        value = OmegaConf.select(OmegaConf.structured(cfg), key)
+        value = OmegaConf.select(node, key)
         if not value or value <= 0:
             raise ConfigError(f"bad value {key}={value!r}: must be > 0")
     if cfg.method.budget <= 0 and cfg.method.name not in ("finetune",):

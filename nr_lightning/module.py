@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -36,8 +38,12 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
 class ExtensionModule(L.LightningModule):
     """Owns the extended model; computes LM CE plus the local losses; logs each term separately."""
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, languages: list[str] | None = None) -> None:
+    def __init__(self, model: nn.Module, cfg: RunConfig, languages: list[str] | None = None,
+                 extra_loss: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None) -> None:
         super().__init__()
+        # Optional extra loss terms added to the training loss and logged as train/<name> (e.g. the O-LoRA
+        # penalty); taken from `model.nrl_extra_loss` when not given (nr_lightning.sequence sets it).
+        self.extra_loss = extra_loss if extra_loss is not None else getattr(model, "nrl_extra_loss", None)
         self.model = model.train()  # HF models load in eval mode (dropout off); training must run in train mode
         self.cfg = cfg
         self.languages = languages or []
@@ -45,6 +51,7 @@ class ExtensionModule(L.LightningModule):
         self.strict_loading = False  # adapter checkpoints hold only the extension's weights
         self._t_last: float | None = None
         self._skipped_batches = 0
+        self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
 
     def forward(self, input_ids: torch.Tensor, **kw):
         return self.model(input_ids=input_ids, **kw)
@@ -55,19 +62,34 @@ class ExtensionModule(L.LightningModule):
         local = local_losses(self.model, domain)
         m = self.cfg.method
         loss = out.loss + m.alpha * local["sparsity"] + m.beta * local["gate_bce"]
-        if not torch.isfinite(loss):
+        extra = self.extra_loss(self.model) if self.extra_loss is not None else {}
+        for value in extra.values():
+            loss = loss + value
+        self.last_loss = None
+        bad = not bool(torch.isfinite(loss))
+        if self._world_size() > 1:  # every rank must take the same branch, or DDP hangs in the next collective
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             langs = sorted({self.languages[i] if i < len(self.languages) else str(i)
                             for i in batch.get("lang", domain).tolist()})
-            msg = (f"non-finite loss {loss.item()} at step {self.global_step} (batch {batch_idx}, languages {langs}, "
-                   f"lm={out.loss.item():.4g} sparsity={local['sparsity'].item():.4g} gate_bce="
-                   f"{local['gate_bce'].item():.4g}). Lower method.lr, or set trainer.nan_policy=skip to skip such "
-                   f"batches; the last good checkpoint is in the run's checkpoints/.")
+            msg = (f"non-finite loss {loss.item()} at step {self.global_step} (batch {batch_idx}, "
+                   f"{'this rank: ' if bool(torch.isfinite(loss)) else ''}languages {langs}, "
+                   f"{self._batch_source(batch, batch_idx)}, lm={out.loss.item():.4g} "
+                   f"sparsity={local['sparsity'].item():.4g} gate_bce={local['gate_bce'].item():.4g}).")
             if self.cfg.trainer.nan_policy == "skip":
                 self._skipped_batches += 1
                 self.log("train/skipped_batches", float(self._skipped_batches))
                 self.print(f"[nr-lightning] skipping batch: {msg}")
-                return None
-            raise NonFiniteLossError(msg)
+                if self._world_size() == 1:
+                    return None
+                # Lightning refuses None under DDP; a zero loss tied to every trainable weight gives zero
+                # gradients on all ranks and keeps DDP's gradient all-reduce in step
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                return torch.stack([p.sum() for p in params]).sum() * 0.0
+            saved = self._save_last_good("nonfinite")
+            raise NonFiniteLossError(f"{msg} Lower method.lr, or set trainer.nan_policy=skip to skip such batches. "
+                                     f"{saved}")
+        self.last_loss = loss.detach()
         n_tokens = ids.numel()
         now = time.perf_counter()
         bs = ids.shape[0]
@@ -75,6 +97,8 @@ class ExtensionModule(L.LightningModule):
         self.log("train/lm_loss", out.loss, prog_bar=True, batch_size=bs)
         self.log("train/sparsity", local["sparsity"], batch_size=bs)
         self.log("train/gate_bce", local["gate_bce"], batch_size=bs)
+        for name, value in extra.items():
+            self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/english_fraction", (domain == 0).float().mean(), batch_size=bs)
         if self._t_last is not None:
             self.log("train/tokens_per_s", n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9),
@@ -86,6 +110,62 @@ class ExtensionModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.log("train/lr", optimizer.param_groups[0]["lr"])
+        # A finite loss can still give inf/NaN gradients (overflow in backward); one such update poisons every
+        # weight, so it is caught here, before clipping and the optimizer step, while the weights are still good.
+        if self.cfg.trainer.precision.startswith("16"):
+            return  # fp16: the GradScaler expects and skips inf gradients itself
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None and p.grad.numel()]
+        bad = bool(grads) and not bool(torch.isfinite(torch.stack([g.detach().float().abs().amax() for g in grads]))
+                                       .all())
+        if self._world_size() > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        msg = f"non-finite gradients at step {self.global_step} (finite loss)."
+        if self.cfg.trainer.nan_policy == "skip":
+            for g in optimizer.param_groups:
+                for p in g["params"]:
+                    p.grad = None  # AdamW skips parameters without gradients
+            self._skipped_batches += 1
+            self.print(f"[nr-lightning] skipping update: {msg}")
+            return
+        saved = self._save_last_good("nonfinite-grad")
+        raise NonFiniteLossError(f"{msg} Lower method.lr, or set trainer.nan_policy=skip. {saved}")
+
+    # ------------------------------------------------------------------ NaN guard helpers
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        return int(trainer.world_size) if trainer is not None else 1
+
+    def _batch_source(self, batch: dict, batch_idx: int) -> str:
+        """Global stream positions and source files of this rank's micro-batch (to find the offending data)."""
+        try:
+            t = self.trainer
+            dm = t.datamodule
+            W, r, B = int(t.world_size), int(t.global_rank), int(batch["input_ids"].shape[0])
+            start = dm.sequences_consumed() + (batch_idx % int(t.accumulate_grad_batches)) * B * W
+            seqs = [start + j * W + r for j in range(B)]
+            files = sorted({dm.train_source(self.languages[i]) for i in batch["lang"].tolist()})
+            return f"rank {r}, global sequences {seqs}, sources {files}"
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return "source unknown"
+
+    def _save_last_good(self, tag: str) -> str:
+        """Checkpoint the current (last good) state before the guard stops the run; returns a sentence for the
+        error. The optimizer has not applied the bad step, so weights, optimizer and data position are the
+        state at the start of the failing step: resuming it with nan_policy=skip or a lower lr is exact."""
+        t = self.trainer
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.requires_grad)
+        if self._world_size() > 1:
+            weights_ok = t.strategy.reduce_boolean_decision(weights_ok, all=True)
+        if not weights_ok:
+            return "The weights are already non-finite: no checkpoint written; resume from the run's checkpoints/."
+        cb = t.checkpoint_callback
+        folder = Path(cb.dirpath) if cb is not None and getattr(cb, "dirpath", None) else \
+            Path(t.default_root_dir) / "checkpoints"
+        path = folder / f"{tag}-step{self.global_step:06d}.ckpt"
+        t.save_checkpoint(path)
+        return f"Last good state saved to {path} (ckpt_path=last resumes from it)."
 
     def configure_optimizers(self):
         o, m = self.cfg.optim, self.cfg.method

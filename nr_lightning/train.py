@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,18 +20,40 @@ from .config import ConfigError, RunConfig, compose, to_dict, to_yaml
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
+def _slurm_run_id() -> str | None:
+    """SLURM's job id (``<array>_<task>`` in arrays): the same in every rank and across requeues."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def run_dir_for(cfg: RunConfig) -> Path:
+    """The run directory. Unnamed runs get ``<method>-<lang>-<SLURM job id>`` under SLURM (stable across
+    requeues, identical on every rank), else a timestamp; ranks started by Lightning's launcher inherit
+    rank 0's choice through NRL_RUN_DIR."""
     if cfg.run_dir:
         return Path(cfg.run_dir).expanduser()
-    name = cfg.name or f"{cfg.method.name}-{cfg.lang}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not cfg.name and os.environ.get("NRL_RUN_DIR"):
+        return Path(os.environ["NRL_RUN_DIR"])
+    stamp = _slurm_run_id() or time.strftime('%Y%m%d-%H%M%S')
+    name = cfg.name or f"{cfg.method.name}-{cfg.lang}-{stamp}"
     return Path(cfg.runs_root).expanduser() / name
+
+
+def _env_rank_zero() -> bool:
+    """Rank 0 before the Trainer exists (torchrun RANK, srun SLURM_PROCID, Lightning's LOCAL_RANK/NODE_RANK)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    return True
 
 
 def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> None:
     """Create the run directory; refuse unwritable or nearly full disks before any training starts."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
+        probe = path / f".write_test-{socket.gethostname()}-{os.getpid()}"  # per process: ranks probe concurrently
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
@@ -103,30 +126,58 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     cfg = compose(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    resuming = cfg.ckpt_path is not None
-    run_dir = run_dir_for(cfg)
-    prepare_run_dir(run_dir, resuming)
-    if cfg.trainer.dry_run:
+    if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
         from .plan import dry_run
 
         return dry_run(cfg)
+    from .checkpointing import install_preemption_handler
+
+    previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
+    try:
+        return _train(cfg)
+    finally:
+        install_preemption_handler(restore=previous_usr1)
+
+
+def _train(cfg: RunConfig) -> dict:
+    from .plan import solve_accumulation
+
+    solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
+    resuming = cfg.ckpt_path is not None
+    run_dir = run_dir_for(cfg)
+    prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb)
 
     import lightning as L
     import torch
+    from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
+    from .checkpointing import (
+        AtomicCheckpointIO,
+        LossHistory,
+        Preempted,
+        PreemptionCheckpoint,
+        StepDelay,
+        resolve_checkpoint,
+    )
     from .module import ExtensionModule
+    from .plan import build_strategy, enable_activation_checkpointing
 
+    ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    rank_zero = _env_rank_zero()
+    if rank_zero:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     model, tokenizer, dm = build(cfg)
     dm.setup("fit")  # fail on missing / empty data before training starts
+    enable_activation_checkpointing(model, cfg)
     module = ExtensionModule(model, cfg, languages=dm.languages)
     info = dm.describe() if hasattr(dm, "describe") else {}
     text = banner(cfg, module.report, info, run_dir)
-    (run_dir / "plan.txt").write_text(text + "\n")
+    if rank_zero:
+        (run_dir / "plan.txt").write_text(text + "\n")
 
     ev = cfg.eval
     heldout = {}
@@ -138,9 +189,13 @@ def main(argv: list[str] | None = None) -> dict:
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True, save_top_k=-1),
         ForgettingCurves(heldout, tokenizer, every_n_steps=ev.every_n_steps, max_length=ev.max_length,
-                         batch_size=ev.batch_size, at_start=ev.at_start and not resuming,
+                         batch_size=ev.batch_size, at_start=ev.at_start and ckpt_path is None,
                          out_file=run_dir / "curves.json"),
+        LossHistory(run_dir / "losses.jsonl"),
+        PreemptionCheckpoint(run_dir / "checkpoints"),
     ]
+    if os.environ.get("NRL_TEST_STEP_DELAY"):  # test hook: slow steps so a test can kill/signal mid-run
+        callbacks.append(StepDelay(float(os.environ["NRL_TEST_STEP_DELAY"])))
     if ev.gate_stats and cfg.method.name in ("adapters", "sigmoid", "neutral"):
         batches = {}
         for name, texts in heldout.items():
@@ -152,20 +207,33 @@ def main(argv: list[str] | None = None) -> dict:
         callbacks.append(RichProgressBar())
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
+    plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
+    if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+        strategy=build_strategy(cfg, model), precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps, logger=logger,
         callbacks=callbacks, enable_checkpointing=True, default_root_dir=str(run_dir), num_sanity_val_steps=0,
         limit_val_batches=0, detect_anomaly=t.detect_anomaly, use_distributed_sampler=False,
-        enable_progress_bar=True, enable_model_summary=False,
+        enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
     )
     if t.compile:
         module.model = torch.compile(module.model)
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
+    if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
+        os.environ["NRL_RUN_DIR"] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Preempted as e:
+        return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(e.path), "global_step": e.step,
+                "requeued": e.requeued}
+    finally:
+        if inherit:
+            os.environ.pop("NRL_RUN_DIR", None)
 
     result = {"run_dir": str(run_dir), "config": to_dict(cfg), "parameters": module.report,
-              "global_step": trainer.global_step}
+              "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None}
     if trainer.is_global_zero:
         from . import save_extension
 
@@ -178,14 +246,22 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+PREEMPTED_EXIT = 3  # checkpoint written (and the SLURM job requeued): resume with ckpt_path=last
+
+
 def cli() -> None:
     from .data.sources import DataSourceError
 
     try:
-        main()
+        result = main()
     except (ConfigError, DataSourceError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:  # NonFiniteLossError: the message names the step, the batch and the checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if result.get("preempted"):
+        sys.exit(PREEMPTED_EXIT)
 
 
 if __name__ == "__main__":

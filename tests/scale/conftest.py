@@ -1,0 +1,54 @@
+"""Helpers for the scale-out / fault-tolerance tests: tiny runs on the ../shared text fixtures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def data_args(fixtures: Path) -> list[str]:
+    t = fixtures / "text"
+    return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
+            f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
+            f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
+
+
+def run_args(run_dir: Path, fixtures: Path, steps: int, *extra: str) -> list[str]:
+    """A tiny neutral run whose loss moves visibly every step (high constant lr, no warm-up), with the
+    held-out evaluations off (they would dominate the runtime)."""
+    return ["method=neutral", "lang=fr", "backbone=tiny", f"trainer.max_steps={steps}", "data.p=0.5",
+            "method.lr=3e-2", "optim.warmup_steps=0", "optim.schedule=constant", "eval.every_n_steps=0",
+            "eval.at_start=false", "eval.max_docs=2", "eval.gate_stats=false", f"run_dir={run_dir}",
+            *data_args(fixtures), *extra]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
+    env.pop("NRL_RUN_DIR", None)
+    return env
+
+
+def run_cli(args: list[str], timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nr_lightning.train", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(**env))
+
+
+class Helpers:
+    """The helpers above, as a fixture (tests can't import conftest under --import-mode=importlib)."""
+
+    repo = REPO
+    data_args = staticmethod(data_args)
+    run_args = staticmethod(run_args)
+    cli_env = staticmethod(cli_env)
+    run_cli = staticmethod(run_cli)
+
+
+@pytest.fixture
+def h() -> type[Helpers]:
+    return Helpers
