@@ -20,6 +20,7 @@ SCALE ?= cpu
 NODES ?= 1
 GPUS ?= 8
 OVERRIDES ?=
+comma := ,
 
 .PHONY: help setup data train sweep slurm test test-slow lint eval report tensorboard bench prep prep-demo clean
 
@@ -51,7 +52,7 @@ slurm: ## submit to SLURM: make slurm METHOD=neutral LANG=fr NODES=2 GPUS=8 ARGS
 	mkdir -p runs/slurm
 	sbatch --nodes=$(NODES) --ntasks-per-node=$(if $(filter-out 0,$(GPUS)),$(GPUS),1) $(if $(filter-out 0,$(GPUS)),--gpus-per-node=$(GPUS)) \
 	  --output=runs/slurm/%x-%j.out \
-	  $(if $(OVERRIDES),--array=0-$$(($$(grep -cv '^\s*\(#\|$$\)' $(OVERRIDES)) - 1)) --export=ALL,NRL_SWEEP=$(OVERRIDES)) \
+	  $(if $(OVERRIDES),--array=0-$$(($$(grep -cv '^\s*\(#\|$$\)' $(OVERRIDES)) - 1)) --export=ALL$(comma)NRL_SWEEP=$(OVERRIDES)) \
 	  experiments/slurm/train.sbatch method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
 
 test-slurm: setup ## start a local single-node SLURM (root, Debian) and run the SLURM tests
