@@ -33,18 +33,45 @@ def _due(trainer: L.Trainer, every: int) -> bool:
     return bool(every) and trainer.global_step > 0 and trainer.global_step % every == 0
 
 
-class ForgettingCurves(L.Callback):
+class _Periodic(L.Callback):
+    """Calls `_log` at step 0 (if `at_start`), after every `every`-th optimizer step and at the end of
+    training, at most once per step (gradient accumulation repeats a step across micro-batches)."""
+
+    def __init__(self, every_n_steps: int, at_start: bool) -> None:
+        self.every, self.at_start = every_n_steps, at_start
+        self._last_step = -1
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self._last_step = trainer.global_step
+            self._log(trainer, pl_module)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_start and trainer.global_step == 0:
+            self._fire(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if _due(trainer, self.every):
+            self._fire(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fire(trainer, pl_module)
+
+
+class ForgettingCurves(_Periodic):
     """Held-out bits-per-byte of each language every `every_n_steps` optimizer steps, at start and at the end."""
 
     def __init__(self, texts: dict[str, list[str]], tokenizer, every_n_steps: int = 50, max_length: int = 512,
                  batch_size: int = 8, at_start: bool = True, out_file: str | Path | None = None) -> None:
+        super().__init__(every_n_steps, at_start)
         self.texts = {k: v for k, v in texts.items() if v}
         self.tokenizer = tokenizer
-        self.every = every_n_steps
-        self.max_length, self.batch_size, self.at_start = max_length, batch_size, at_start
+        self.max_length, self.batch_size = max_length, batch_size
         self.out_file = Path(out_file) if out_file else None
         self.history: list[dict] = []
-        self._last_step = -1
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
@@ -60,11 +87,8 @@ class ForgettingCurves(L.Callback):
             model.train(was_training)
         return res
 
-    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        if step == self._last_step:
-            return
-        self._last_step = step
         res = self.evaluate(pl_module.model)
         metrics = {f"eval/bpb_{k}": v for k, v in res.items()}
         main = [k for k in res if not k.endswith("_indomain")]
@@ -79,28 +103,18 @@ class ForgettingCurves(L.Callback):
         for k, v in metrics.items():  # shown in the progress bar
             trainer.progress_bar_metrics[k.replace("eval/", "")] = round(v, 4)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.at_start and trainer.global_step == 0:
-            self._run(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if _due(trainer, self.every):
-            self._run(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._run(trainer, pl_module)
-
     @property
     def final(self) -> dict[str, float]:
         return {k.replace("eval/bpb_", ""): v for k, v in self.history[-1].items()
                 if k.startswith("eval/bpb_") and k != "eval/bpb_sum"} if self.history else {}
 
 
-class GateStatistics(L.Callback):
+class GateStatistics(_Periodic):
     """Block-gate value and residual norm per layer on held-out English vs new-language text."""
 
     def __init__(self, batches: dict[str, torch.Tensor], domains: dict[str, int], every_n_steps: int = 50) -> None:
-        self.batches, self.domains, self.every = batches, domains, every_n_steps
+        super().__init__(every_n_steps, at_start=True)
+        self.batches, self.domains = batches, domains
 
     @torch.no_grad()
     def statistics(self, model) -> dict[str, dict[str, list[float]]]:
@@ -142,18 +156,6 @@ class GateStatistics(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_step == 0:
-            self._log(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if _due(trainer, self.every) and trainer.global_step != getattr(self, "_last_step", -1):
-            self._last_step = trainer.global_step
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module)
-
 
 def spectra_figure(spectra: dict[str, list[torch.Tensor]], max_layers: int = 6):
     """Normalised singular values (s / s_max vs rank / n) per layer: adapter W_gate against the backbone's."""
@@ -178,11 +180,11 @@ def spectra_figure(spectra: dict[str, list[torch.Tensor]], max_layers: int = 6):
     return fig
 
 
-class GateSpectra(L.Callback):
+class GateSpectra(_Periodic):
     """Singular values of adapter and backbone FFN gate matrices as histograms and a figure."""
 
     def __init__(self, every_n_steps: int = 50) -> None:
-        self.every = every_n_steps
+        super().__init__(every_n_steps, at_start=False)
         self._backbone_logged = False
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -198,11 +200,3 @@ class GateSpectra(L.Callback):
                 tb.add_histogram(f"spectra/backbone_gate_proj_layer{i:02d}", s, 0)
             self._backbone_logged = True
         tb.add_figure("spectra/normalised", spectra_figure(spectra), step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if _due(trainer, self.every) and trainer.global_step != getattr(self, "_last_step", -1):
-            self._last_step = trainer.global_step
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._log(trainer, pl_module)

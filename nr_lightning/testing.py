@@ -27,3 +27,14 @@ def tiny_model(arch: str = "llama", seed: int = 0, **kw):
     model = AutoModelForCausalLM.from_config(tiny_config(arch, **kw), dtype=torch.float32)
     model.eval()
     return model
+
+
+def fixture_data_args(fixtures) -> list[str]:
+    """Overrides pointing every data source of a fr-vs-en run at the small real text fixtures
+    (../shared/fixtures/text), so tiny runs need no `make data`."""
+    from pathlib import Path
+
+    t = Path(fixtures) / "text"
+    return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
+            f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
+            f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nr_lightning import sweep as sw
+from nr_lightning.testing import fixture_data_args as data_args
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = sorted((REPO / "experiments" / "paper").glob("*.yaml"))
@@ -19,13 +20,6 @@ PAPER = sorted((REPO / "experiments" / "paper").glob("*.yaml"))
 COUNTS = {"table2_english_ratio": (10, 10), "table3_budget": (4, 4), "table4_french": (4, 12),
           "table5_german": (4, 12), "table6_gate_ablation": (9, 9), "table6_gate_ablation_full": (20, 20),
           "table7_alpha": (5, 5), "table8_learning_rate": (16, 16)}
-
-
-def data_args(fixtures: Path) -> list[str]:
-    t = fixtures / "text"
-    return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
-            f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
-            f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
 
 
 def test_every_paper_table_has_a_file():

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from nr_lightning.testing import fixture_data_args as data_args
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def data_args(fixtures: Path) -> list[str]:
-    t = fixtures / "text"
-    return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
-            f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
-            f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
 
 
 def run_args(run_dir: Path, fixtures: Path, steps: int, *extra: str) -> list[str]:

@@ -8,14 +8,12 @@ from pathlib import Path
 import pytest
 
 from nr_lightning.config import ConfigError
+from nr_lightning.testing import fixture_data_args
 
 
 def _args(tmp_path: Path, fixtures: Path, name: str, method: str) -> list[str]:
-    t = fixtures / "text"
     return [f"method={method}", "lang=fr", "backbone=tiny", "trainer.max_steps=2", "eval.every_n_steps=0",
-            "eval.max_docs=3", f"run_dir={tmp_path / name}", f"data.new.path={t / 'sentences_fr_dev.jsonl'}",
-            f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}", f"data.en.path={t / 'sentences_en_dev.jsonl'}",
-            f"data.en.heldout={t / 'sentences_en_dev.jsonl'}", f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
+            "eval.max_docs=3", f"run_dir={tmp_path / name}", *fixture_data_args(fixtures)]
 
 
 @pytest.fixture(scope="module")
