@@ -173,7 +173,7 @@ class ExtensionModule(L.LightningModule):
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=m.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=m.lr * o.lr_multiplier, betas=(o.beta1, o.beta2), eps=o.eps)
         total = self.cfg.trainer.max_steps
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_lambda(s, o.warmup_steps, total, o.schedule, o.min_lr_ratio))

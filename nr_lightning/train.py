@@ -83,7 +83,8 @@ def banner(cfg: RunConfig, report: dict, dm_info: dict, run_dir: Path) -> str:
                       f"(requested {cfg.method.budget:.0%})" if cfg.method.name != "finetune" else
          f"{report['trainable']:,} (all)"),
         ("losses", f"CE + {cfg.method.alpha}·sparsity + {cfg.method.beta}·gate_bce"),
-        ("optimizer", f"AdamW lr={cfg.method.lr:g} β=({cfg.optim.beta1}, {cfg.optim.beta2}) wd={cfg.optim.weight_decay} "
+        ("optimizer", f"AdamW lr={cfg.method.lr * cfg.optim.lr_multiplier:g} (method.lr {cfg.method.lr:g} × "
+                      f"optim.lr_multiplier {cfg.optim.lr_multiplier:g}) β=({cfg.optim.beta1}, {cfg.optim.beta2}) wd={cfg.optim.weight_decay} "
                       f"{cfg.optim.schedule} warm-up {cfg.optim.warmup_steps}"),
         ("data", f"learn={dm_info.get('learn')} retain={dm_info.get('retain')} p(English)={cfg.data.p}"),
         ("steps", f"{cfg.trainer.max_steps} × {tokens_per_step:,} tokens = "

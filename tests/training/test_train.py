@@ -131,3 +131,18 @@ def test_every_method_trains(tmp_path, fixtures_dir, method):
                    "eval.every_n_steps=0"])
     assert result["global_step"] == 2
     assert (tmp_path / "run" / "extension" / "extension.json").is_file()
+
+
+def test_optimizer_lr_is_method_lr_times_multiplier():
+    from nr_lightning import extend
+    from nr_lightning.module import ExtensionModule
+    from nr_lightning.testing import tiny_model
+
+    for args, expected in ((["method=lora"], 5e-4), (["method=neutral", "trainer=paper"], 2e-4),
+                           (["method=adapters", "optim.lr_multiplier=1", "method.lr=3e-4"], 3e-4)):
+        cfg = compose(args)
+        module = ExtensionModule(extend(tiny_model(), method=cfg.method.name), cfg)
+        opt = module.configure_optimizers()["optimizer"]
+        assert opt.defaults["lr"] == pytest.approx(expected)
+        trainable = {id(p) for p in module.model.parameters() if p.requires_grad}
+        assert {id(p) for g in opt.param_groups for p in g["params"]} == trainable
