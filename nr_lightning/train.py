@@ -144,6 +144,10 @@ def _train(cfg: RunConfig) -> dict:
     from .plan import solve_accumulation
 
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
+    from .precision import resolve_precision
+
+    cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
     resuming = cfg.ckpt_path is not None
     run_dir = run_dir_for(cfg)
     prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb)
