@@ -18,7 +18,7 @@ def run_args(run_dir: Path, fixtures: Path, steps: int, *extra: str) -> list[str
     """A tiny neutral run whose loss moves visibly every step (high constant lr, no warm-up), with the
     held-out evaluations off (they would dominate the runtime)."""
     return ["method=neutral", "lang=fr", "backbone=tiny", f"trainer.max_steps={steps}", "data.p=0.5",
-            "method.lr=3e-2", "optim.warmup_steps=0", "optim.schedule=constant", "eval.every_n_steps=0",
+            "method.lr=3e-2", "optim.lr_multiplier=1", "optim.warmup_steps=0", "optim.schedule=constant", "eval.every_n_steps=0",
             "eval.at_start=false", "eval.max_docs=2", "eval.gate_stats=false", f"run_dir={run_dir}",
             *data_args(fixtures), *extra]
 

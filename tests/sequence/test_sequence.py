@@ -61,7 +61,7 @@ def test_two_stage_stack_run_end_to_end(tmp_path, corpora):
     run = tmp_path / "seq"
     result = main(["stages=[fr,de]", "strategy=stack", "method=neutral", "backbone=tiny", "trainer.max_steps=2",
                    "eval.max_docs=2", "eval.max_length=64", "eval.at_start=false", "eval.gate_stats=false",
-                   "method.lr=0.01", f"data.corpora_dir={corpora}",
+                   "method.lr=0.01", "optim.lr_multiplier=1", f"data.corpora_dir={corpora}",
                    f"run_dir={run}"])
     m = json.loads((run / "forgetting.json").read_text())
     assert m == result["matrix"]
