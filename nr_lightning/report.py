@@ -38,7 +38,7 @@ def collect(run_dir: Path) -> dict | None:
     row = {
         "run": run_dir.name, "method": method, "lang": lang,
         "p": (cfg.get("data") or {}).get("p"), "budget": (cfg.get("method") or {}).get("budget"),
-        "lr": (cfg.get("method") or {}).get("lr"), "steps": m.get("global_step"),
+        "lr": _effective_lr(cfg), "steps": m.get("global_step"),
         "bpb_en": bpb.get("en"), "bpb_target": bpb.get(lang),
         "tasks_en": avg.get("en"), "tasks_target": avg.get(lang),
     }
@@ -49,9 +49,17 @@ def collect(run_dir: Path) -> dict | None:
     return row
 
 
+def _effective_lr(cfg: dict) -> float | None:
+    """The optimizer's peak lr: method.lr x optim.lr_multiplier."""
+    lr = (cfg.get("method") or {}).get("lr")
+    return None if lr is None else lr * ((cfg.get("optim") or {}).get("lr_multiplier") or 1.0)
+
+
 def _fmt(v) -> str:
     if v is None:
         return "–"
+    if isinstance(v, float) and 0 < abs(v) < 0.01:
+        return f"{v:.3g}"
     if isinstance(v, float):
         return f"{v:.4f}" if v < 10 else f"{v:.1f}"
     return str(v)
