@@ -112,9 +112,9 @@ class ForgettingCurves(_Periodic):
 class GateStatistics(_Periodic):
     """Block-gate value and residual norm per layer on held-out English vs new-language text."""
 
-    def __init__(self, batches: dict[str, torch.Tensor], domains: dict[str, int], every_n_steps: int = 50) -> None:
+    def __init__(self, batches: dict[str, torch.Tensor], every_n_steps: int = 50) -> None:
         super().__init__(every_n_steps, at_start=True)
-        self.batches, self.domains = batches, domains
+        self.batches = batches
 
     @torch.no_grad()
     def statistics(self, model) -> dict[str, dict[str, list[float]]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
@@ -182,8 +182,6 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
             if group == "experiment":
                 cfg.experiment = choice
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
-    except ConfigError:
-        raise
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e)
         parent = key.rsplit(".", 1)[0] if "." in key else ""
@@ -230,4 +228,4 @@ def from_dict(d: dict) -> RunConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), d))  # type: ignore[return-value]
 
 
-__all__ = ["MISSING", "RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]
+__all__ = ["RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]

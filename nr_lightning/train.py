@@ -206,7 +206,7 @@ def _train(cfg: RunConfig) -> dict:
         for name, texts in heldout.items():
             enc = tokenizer(texts[:4], return_tensors="pt", truncation=True, max_length=128, padding="max_length")
             batches[name] = enc["input_ids"]
-        callbacks += [GateStatistics(batches, {k: 0 if k == "en" else 1 for k in batches}, ev.every_n_steps),
+        callbacks += [GateStatistics(batches, ev.every_n_steps),
                       GateSpectra(ev.every_n_steps)]
     if sys.stderr.isatty():
         callbacks.append(RichProgressBar())

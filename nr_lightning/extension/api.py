@@ -149,8 +149,6 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
             info.module.nrl_adapter = adapter.to(device=ref.device, dtype=ref.dtype)
             info.module.nrl_hook = info.module.register_forward_hook(adapter_hook)
         model = backbone
-    if cfg.init_divisor is None and method in ADAPTER_METHODS:
-        cfg.init_divisor = float(n_layers)
     model.nrl_config = cfg
     return model
 
