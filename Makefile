@@ -77,8 +77,8 @@ report: setup ## table + trade-off plot of every run in runs/
 tensorboard: setup ## serve runs/ in TensorBoard (forgetting curves, gate spectra)
 	$(VENV)/bin/tensorboard --logdir runs --bind_all
 
-bench: data ## performance benchmarks (neutral vs LoRA step time)
-	$(PYBIN) benchmarks/extension_speed.py
+bench: data ## performance suite (~20 min on 2 CPU cores, GPU if present) -> bench/results.{json,md}: make bench ARGS="--only train,eval"
+	$(PYBIN) benchmarks/suite.py $(ARGS)
 
 prep: setup ## CommonCrawl WARC/WET/JSONL -> training shards: make prep ARGS="input='crawl/*.warc.gz' lang=fr output=data/fr"
 	$(PYBIN) -m data_prep $(ARGS)

@@ -60,7 +60,6 @@ def parse(argv: list[str]) -> EvalRun:
 
 def load_model(ev: EvalRun):
     """(model, tokenizer, run config or None)."""
-    import torch
 
     from . import load_extension
     from .backbone import load_backbone
@@ -79,8 +78,7 @@ def load_model(ev: EvalRun):
         model = load_extension(model, run / "extension")
     else:
         model, tok = load_backbone(ev.backbone)
-    model.eval()
-    torch.set_grad_enabled(False)
+    model.eval().requires_grad_(False)  # never flip the global grad mode: callers may train afterwards
     return model, tok, run_cfg
 
 

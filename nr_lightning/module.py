@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .evaluation.scoring import hidden_and_head
 from .extension import extension_parameters, local_losses, parameter_report
+from .loss import causal_lm_loss
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -52,19 +54,43 @@ class ExtensionModule(L.LightningModule):
         self._t_last: float | None = None
         self._skipped_batches = 0
         self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
+        # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.loss)
+        # (not under FSDP/DeepSpeed: their root wrapper must run the forward that gathers the head's shards)
+        sharded = cfg.trainer.strategy in ("fsdp", "deepspeed")
+        self._fused = hidden_and_head(model) if cfg.trainer.fused_loss and not sharded else None
 
     def forward(self, input_ids: torch.Tensor, **kw):
         return self.model(input_ids=input_ids, **kw)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict, dict]:
+        """The training loss of one batch: ``(loss, LM cross entropy, local losses, extra terms)``.
+
+        Separate from :meth:`training_step` so that benchmarks and custom loops time exactly this loss.
+        The LM term is HF's causal-LM loss (labels = inputs), fused with the head when possible
+        (:mod:`nr_lightning.loss`: same value, no logits kept).
+        """
         ids, domain = batch["input_ids"], batch["domain"]
-        out = self.model(input_ids=ids, labels=ids)
+        if self._fused is not None:
+            lm, _ = causal_lm_loss(self.model, ids, self._fused)
+        else:
+            lm = self.model(input_ids=ids, labels=ids).loss
         local = local_losses(self.model, domain)
         m = self.cfg.method
-        loss = out.loss + m.alpha * local["sparsity"] + m.beta * local["gate_bce"]
+        loss = lm + m.alpha * local["sparsity"] + m.beta * local["gate_bce"]
         extra = self.extra_loss(self.model) if self.extra_loss is not None else {}
         for value in extra.values():
             loss = loss + value
+        return loss, lm, local, extra
+
+    def compile_model(self) -> None:
+        """torch.compile in place (parameter names unchanged): the decoder when the loss is fused (the loss
+        calls it directly), else the whole model."""
+        target = self._fused[0] if self._fused is not None else self.model
+        target.compile()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        ids, domain = batch["input_ids"], batch["domain"]
+        loss, lm, local, extra = self.compute_loss(batch)
         self.last_loss = None
         bad = not bool(torch.isfinite(loss))
         if self._world_size() > 1:  # every rank must take the same branch, or DDP hangs in the next collective
@@ -74,7 +100,7 @@ class ExtensionModule(L.LightningModule):
                             for i in batch.get("lang", domain).tolist()})
             msg = (f"non-finite loss {loss.item()} at step {self.global_step} (batch {batch_idx}, "
                    f"{'this rank: ' if bool(torch.isfinite(loss)) else ''}languages {langs}, "
-                   f"{self._batch_source(batch, batch_idx)}, lm={out.loss.item():.4g} "
+                   f"{self._batch_source(batch, batch_idx)}, lm={lm.item():.4g} "
                    f"sparsity={local['sparsity'].item():.4g} gate_bce={local['gate_bce'].item():.4g}).")
             if self.cfg.trainer.nan_policy == "skip":
                 self._skipped_batches += 1
@@ -94,7 +120,7 @@ class ExtensionModule(L.LightningModule):
         now = time.perf_counter()
         bs = ids.shape[0]
         self.log("train/loss", loss, prog_bar=False, batch_size=bs)
-        self.log("train/lm_loss", out.loss, prog_bar=True, batch_size=bs)
+        self.log("train/lm_loss", lm, prog_bar=True, batch_size=bs)
         self.log("train/sparsity", local["sparsity"], batch_size=bs)
         self.log("train/gate_bce", local["gate_bce"], batch_size=bs)
         for name, value in extra.items():

@@ -153,7 +153,6 @@ def _train(cfg: RunConfig) -> dict:
     prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb)
 
     import lightning as L
-    import torch
     from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -224,7 +223,7 @@ def _train(cfg: RunConfig) -> dict:
         enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
     )
     if t.compile:
-        module.model = torch.compile(module.model)
+        module.compile_model()
     inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
     if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
         os.environ["NRL_RUN_DIR"] = str(run_dir)

@@ -95,8 +95,11 @@ def bits_per_byte_detail(
     *,
     max_length: int | None = None,
     batch_size: int = 8,
+    head_only: bool | None = None,
 ) -> BPBDetail:
-    """Total NLL (nats), scored tokens, UTF-8 bytes, documents and windows for ``texts``."""
+    """Total NLL (nats), scored tokens, UTF-8 bytes, documents and windows for ``texts``.
+
+    ``head_only=False`` forces the full-logits scoring path (see :func:`score_requests`; for benchmarks)."""
     texts = list(texts)
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
@@ -107,7 +110,7 @@ def bits_per_byte_detail(
         n_bytes += len(text.encode("utf-8"))
         for context, continuation in rolling_windows(encode_document(tokenizer, text), prefix, max_length):
             requests.append(truncate(context, continuation, max_length))
-    scores = score_requests(model, requests, batch_size=batch_size, pad_id=_pad_id(tokenizer))
+    scores = score_requests(model, requests, batch_size=batch_size, pad_id=_pad_id(tokenizer), head_only=head_only)
     return BPBDetail(
         nll_nats=-math.fsum(s.logprob for s in scores),
         tokens=sum(s.n_tokens for s in scores),

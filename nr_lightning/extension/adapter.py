@@ -70,11 +70,16 @@ class ResidualAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.w_out(self.act(self.w_gate(x)) * self.w_in(x))
+        # |phi(g) * r|_1 = |phi(g)| * |r|_1: taking the norm of the ungated residual keeps no extra
+        # activation for the backward (r is saved by the gating product anyway)
+        l1 = residual.abs().mean(-1)
         if self.block_gate is not None:
             logits = self.block_gate(x).squeeze(-1)
             self.last_gate_logits = logits
-            residual = _GATE_FNS[self.gate](logits).unsqueeze(-1) * residual
-        self.last_residual_l1 = residual.abs().mean(-1)
+            gate = _GATE_FNS[self.gate](logits)
+            residual = gate.unsqueeze(-1) * residual
+            l1 = gate.abs() * l1
+        self.last_residual_l1 = l1
         return residual
 
     def extra_repr(self) -> str:

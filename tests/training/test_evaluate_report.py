@@ -39,6 +39,9 @@ def test_evaluate_run_writes_json(two_runs):
     final = json.loads((two_runs / "neutral-fr" / "metrics.json").read_text())["final_bpb"]
     assert result["bpb"]["fr"] == pytest.approx(final["fr"], abs=1e-6)
     assert result["bpb"]["en"] == pytest.approx(final["en"], abs=1e-6)
+    import torch
+
+    assert torch.is_grad_enabled()  # evaluating must not switch autograd off for the caller's next training
 
 
 def test_evaluate_needs_run_or_backbone():
