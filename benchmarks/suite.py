@@ -196,7 +196,6 @@ class Stepper:
                  trainable_matmul: int, report: dict | None = None) -> None:
         self.name, self.b, self.model, self.step_fn = name, b, model, step_fn
         self.trainable, self.trainable_matmul, self.report = trainable, trainable_matmul, report or {}
-        self.times: list[float] = []
 
     def step(self) -> float:
         sync(self.b)
@@ -472,8 +471,6 @@ def bench_eval(b: Bench, s: dict, peak: float, log) -> dict:
 
     impls: dict[str, Callable[[], tuple[float, int]]] = {"ours": ours(None), "ours_full_logits": ours(False)}
     try:
-        import math as _m
-
         from lm_eval.api.instance import Instance
         from lm_eval.models.huggingface import HFLM
 
@@ -483,7 +480,7 @@ def bench_eval(b: Bench, s: dict, peak: float, log) -> dict:
         def theirs():
             reqs = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
             lls = lm.loglikelihood_rolling(reqs, disable_tqdm=True)
-            return -sum(lls) / (_m.log(2) * n_bytes), None
+            return -sum(lls) / (math.log(2) * n_bytes), None
 
         impls["lm_eval"] = theirs
     except ImportError:

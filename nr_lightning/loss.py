@@ -75,13 +75,11 @@ def linear_cross_entropy(h: torch.Tensor, head: torch.nn.Linear, target: torch.T
     return _LinearCrossEntropy.apply(h, head.weight, head.bias, target, softcap, chunk_rows)
 
 
-def causal_lm_loss(model, input_ids: torch.Tensor, fused) -> tuple[torch.Tensor, object]:
+def causal_lm_loss(input_ids: torch.Tensor, fused) -> torch.Tensor:
     """HF-equivalent causal LM loss (``labels = input_ids``): position t predicts token t+1, mean over
     all ``B * (T - 1)`` predictions. ``fused`` = ``(decoder, head, softcap)`` from
-    :func:`nr_lightning.evaluation.scoring.hidden_and_head`. Returns ``(loss, decoder output)``."""
+    :func:`nr_lightning.evaluation.scoring.hidden_and_head`."""
     decoder, head, softcap = fused
-    out = decoder(input_ids=input_ids)
-    hidden = out.last_hidden_state[:, :-1]
+    hidden = decoder(input_ids=input_ids).last_hidden_state[:, :-1]
     target = input_ids[:, 1:]
-    loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head, target.reshape(-1), softcap=softcap)
-    return loss, out
+    return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), head, target.reshape(-1), softcap=softcap)

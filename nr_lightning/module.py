@@ -71,7 +71,7 @@ class ExtensionModule(L.LightningModule):
         """
         ids, domain = batch["input_ids"], batch["domain"]
         if self._fused is not None:
-            lm, _ = causal_lm_loss(self.model, ids, self._fused)
+            lm = causal_lm_loss(ids, self._fused)
         else:
             lm = self.model(input_ids=ids, labels=ids).loss
         local = local_losses(self.model, domain)

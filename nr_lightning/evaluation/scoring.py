@@ -123,6 +123,18 @@ def _blocked_logprob(h: torch.Tensor, target: torch.Tensor, head: torch.nn.Linea
     return zt - lse
 
 
+def _chunk_logprob(logits: torch.Tensor, target: torch.Tensor, softcap: float | None,
+                   greedy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-position ``log_softmax(logits)[target]`` (float64) of one chunk of positions, soft-capped first
+    if ``softcap``; plus, if ``greedy``, whether each target is the argmax."""
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    lp = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0].double()
+    return lp, (logits.argmax(dim=-1) == target) if greedy else None
+
+
 def _pad_id(tokenizer) -> int:
     for attr in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(tokenizer, attr, None) if tokenizer is not None else None
@@ -215,14 +227,10 @@ def score_requests(
                 if not greedy and isinstance(head, torch.nn.Linear):
                     lps.append(_blocked_logprob(h, t, head, softcap).double())
                     continue
-                chunk = head(h)
-                if chunk.dtype not in (torch.float32, torch.float64):
-                    chunk = chunk.float()
-                if softcap:
-                    chunk = torch.tanh(chunk / softcap) * softcap
-                lps.append(torch.log_softmax(chunk, dim=-1).gather(-1, t[:, None])[:, 0].double())
+                lp, hit = _chunk_logprob(head(h), t, softcap, greedy)
+                lps.append(lp)
                 if greedy:
-                    hits.append(chunk.argmax(dim=-1) == t)
+                    hits.append(hit)
             lp_all = torch.cat(lps).cpu()
             hit_all = torch.cat(hits).cpu() if greedy else None
             pos = 0
@@ -248,14 +256,10 @@ def score_requests(
             total = 0.0
             all_greedy = True if greedy else None
             for c in range(0, e - s, chunk_rows):
-                chunk = rows[c:c + chunk_rows]
-                if chunk.dtype not in (torch.float32, torch.float64):
-                    chunk = chunk.float()
-                t = tgt[c:c + chunk_rows]
-                lp = torch.log_softmax(chunk, dim=-1).gather(-1, t[:, None])
-                total += float(lp.double().sum())
+                lp, hit = _chunk_logprob(rows[c:c + chunk_rows], tgt[c:c + chunk_rows], None, greedy)
+                total += float(lp.sum())
                 if greedy:
-                    all_greedy = all_greedy and bool((chunk.argmax(dim=-1) == t).all())
+                    all_greedy = all_greedy and bool(hit.all())
             out[i] = Score(total, e - s, all_greedy)
     return out  # type: ignore[return-value]
 
