@@ -75,7 +75,7 @@ class Bench:
     eval_docs: int = 30
     eval_length: int = 512
     eval_batch: int = 8
-    eval_rounds: int = 2
+    eval_rounds: int = 3
     seqlens: list[int] = field(default_factory=lambda: [256, 1024, 4096])
     seqlen_tokens: int = 4096  # tokens per step in the seqlen section (batch = tokens // T)
     quick: bool = False
@@ -96,10 +96,19 @@ def sync(b: Bench) -> None:
 
 
 def peak_memory_bytes(b: Bench) -> int:
-    """Peak of this process: max allocated on GPU, max RSS on CPU (ru_maxrss is KiB on Linux)."""
+    """Peak of this process: max allocated on GPU, peak RSS on CPU. On Linux VmHWM (the address space's own
+    high-water mark), not ru_maxrss: a fork+exec'd worker inherits its parent's ru_maxrss, so a worker
+    started while the parent held five models reported the parent's 8.7 GiB for every configuration."""
     if b.device_type == "cuda":
         return int(torch.cuda.max_memory_allocated())
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return rss if sys.platform == "darwin" else rss * 1024  # bytes on macOS, KiB elsewhere
 
 
 def machine(b: Bench) -> dict:

@@ -22,13 +22,14 @@ folders. Strategies (docs/sequence.md):
 
 `replay=r` (stack/olora/continue) mixes earlier stages' languages into later stages with total probability r.
 Sequence keys: stages, strategy, olora_lambda, replay, merge, merge_density, merge_seed, merge_weights,
-router, router_steps; run_dir/name/runs_root name the sequence directory; every other key=value goes to
+router, router_steps, baseline_cache (the backbone row is cached in <run_dir>/../.nrl-cache/); run_dir/name/runs_root name the sequence directory; every other key=value goes to
 each stage's `nr_lightning.train` (method=, backbone=, trainer.*, data.p, data.corpora_dir, eval.*, ...).
 Languages other than the first retained one come from `data.corpora_dir/<lang>/{train,heldout}.jsonl`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -64,6 +65,7 @@ class SequenceConfig:
     merge_weights: list[float] | None = None  # per-stage weights (default: see nr_lightning.merging)
     router: str = "gates"  # moe: gates | learned
     router_steps: int = 20  # moe with router=learned: training steps of the router (all else frozen)
+    baseline_cache: bool = True  # share the backbone row between sequences (<run_dir>/../.nrl-cache/)
     run_dir: str | None = None
     name: str | None = None
     runs_root: str = "runs"
@@ -337,6 +339,27 @@ class Sequence:
             self._texts = {c: dm.heldout_texts(c, max_docs=self.cfg.eval.max_docs) for c in self.columns}
         return self._texts
 
+    def baseline(self, backbone: nn.Module, tok) -> dict[str, float]:
+        """The backbone row. Every sequence on the same backbone and held-out texts has the same one, so it
+        is cached per column next to the sequence folder (`../.nrl-cache/`, keyed by backbone, dtype,
+        max_length and the texts' hash): a sweep of strategies evaluates the backbone once."""
+        if not self.seq.baseline_cache:
+            return self.evaluate(backbone, tok, self.columns)
+        cache, texts, ev = self.dir.parent / ".nrl-cache", self.heldout(), self.cfg.eval
+        out: dict[str, float] = {}
+        for c in self.columns:
+            key = json.dumps([self.cfg.backbone.name, self.cfg.backbone.dtype, ev.max_length, texts[c]])
+            f = cache / f"baseline-{c}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+            if f.is_file():
+                out[c] = float(json.loads(f.read_text())["bpb"])
+                continue
+            out[c] = self.evaluate(backbone, tok, [c])[c]
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"column": c, "backbone": self.cfg.backbone.name, "bpb": out[c]}) + "\n")
+            tmp.replace(f)
+        return out
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, tok, columns: list[str]) -> dict[str, float]:
         from .evaluation import bits_per_byte
@@ -351,7 +374,7 @@ class Sequence:
         self.dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(log_dir=str(self.dir / "tb"))
         backbone, tok = _load_backbone(self.cfg)
-        baseline = self.evaluate(backbone.eval(), tok, self.columns)
+        baseline = self.baseline(backbone.eval(), tok)
         rows: list[dict[str, float]] = []
         for c, v in baseline.items():
             writer.add_scalar(f"sequence/bpb_{c}", v, 0)

@@ -90,3 +90,29 @@ def test_two_stage_stack_run_end_to_end(tmp_path, corpora):
     acc.Reload()
     assert {"sequence/bpb_fr", "sequence/bpb_de", "sequence/bpb_en"} <= set(acc.Tags()["scalars"])
     assert len(acc.Scalars("sequence/bpb_fr")) == 3  # backbone, after 1, after 2
+
+
+def test_baseline_row_is_cached_between_sequences(tmp_path, corpora, monkeypatch):
+    from nr_lightning.backbone import load_backbone
+    from nr_lightning.sequence import Sequence
+
+    common = ["method=neutral", "backbone=tiny", "eval.max_docs=2", "eval.max_length=32", f"data.corpora_dir={corpora}"]
+    backbone, tok = load_backbone("tiny")
+    first = Sequence(*parse_args(["stages=[fr,de]", f"run_dir={tmp_path / 'a'}", *common]))
+    row = first.baseline(backbone.eval(), tok)
+    assert set(row) == {"fr", "de", "en"} and len(list((tmp_path / ".nrl-cache").glob("baseline-*.json"))) == 3
+
+    def no_eval(*a, **k):
+        raise AssertionError("the cached backbone row must not be evaluated again")
+
+    # another strategy, another stage order: same backbone and texts -> every column comes from the cache
+    second = Sequence(*parse_args(["stages=[de,fr]", "strategy=joint", f"run_dir={tmp_path / 'b'}", *common]))
+    monkeypatch.setattr(second, "evaluate", no_eval)
+    assert second.baseline(backbone, tok) == row
+    # a different window length is a different measurement: evaluated, not read from the cache
+    third = Sequence(*parse_args(["stages=[fr,de]", f"run_dir={tmp_path / 'c'}", *common, "eval.max_length=48"]))
+    assert set(third.baseline(backbone, tok)) == {"fr", "de", "en"}
+    assert len(list((tmp_path / ".nrl-cache").glob("baseline-*.json"))) == 6
+    off = Sequence(*parse_args(["stages=[fr,de]", "baseline_cache=false", f"run_dir={tmp_path / 'd'}", *common]))
+    monkeypatch.setattr(off, "evaluate", lambda m, t, cols: dict.fromkeys(cols, 9.0))
+    assert off.baseline(backbone, tok) == {"fr": 9.0, "de": 9.0, "en": 9.0}
