@@ -75,8 +75,20 @@ MARKERS = {"backbone": ("*", "black"), "finetune": ("s", "tab:red"), "lora": ("^
            "adapters": ("D", "tab:blue"), "sigmoid": ("v", "tab:purple"), "neutral": ("o", "tab:green")}
 
 
+def lr_curves(rows: list[dict]) -> list[list[dict]]:
+    """Runs that differ only by learning rate (same method, language, p, budget), sorted by lr: the
+    paper's Figure 1 draws each such group as one trade-off curve. Groups of one run are left out."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["method"] != "backbone" and r.get("lr") is not None and r["bpb_en"] is not None \
+                and r["bpb_target"] is not None:
+            groups.setdefault((r["method"], r["lang"], r["p"], r["budget"]), []).append(r)
+    return [sorted(g, key=lambda r: r["lr"]) for g in groups.values() if len({r["lr"] for r in g}) > 1]
+
+
 def tradeoff_plot(rows: list[dict], path: Path) -> Path:
-    """x = target-language bpb, y = English bpb (lower-left is better); one marker per method."""
+    """x = target-language bpb, y = English bpb (lower-left is better); one marker per method, and runs
+    that differ only by lr joined in lr order and labelled with their peak lr (Figure 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,6 +104,12 @@ def tradeoff_plot(rows: list[dict], path: Path) -> Path:
         seen.add(r["method"])
         ax.scatter(r["bpb_target"], r["bpb_en"], marker=marker, color=color, s=110 if marker == "*" else 45,
                    label=label, zorder=3)
+    for curve in lr_curves(rows):
+        color = MARKERS.get(curve[0]["method"], ("x", "gray"))[1]
+        ax.plot([r["bpb_target"] for r in curve], [r["bpb_en"] for r in curve], color=color, alpha=0.6, zorder=2)
+        for r in curve:
+            ax.annotate(f"{r['lr']:.0e}", (r["bpb_target"], r["bpb_en"]), fontsize=6, color=color,
+                        xytext=(3, 3), textcoords="offset points")
     langs = sorted({r["lang"] for r in rows if r["lang"] not in (None, "?")})
     ax.set_xlabel(f"held-out {'/'.join(langs) or 'target'} bits per byte (learning →  lower)")
     ax.set_ylabel("English other-domain bits per byte (forgetting → lower)")

@@ -64,3 +64,18 @@ def test_report_table_and_png(two_runs):
     png = (two_runs / "report" / "tradeoff.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert (two_runs / "report" / "report.csv").read_text().startswith("run,method,lang")
+
+
+def test_lr_curves_group_runs_that_differ_only_by_lr(tmp_path):
+    from nr_lightning.report import lr_curves, tradeoff_plot
+
+    def row(method, lr, p=0.1, en=0.9, fr=1.5):
+        return {"run": f"{method}-{lr}-{p}", "method": method, "lang": "fr", "p": p, "budget": 0.2, "lr": lr,
+                "bpb_en": en, "bpb_target": fr}
+
+    rows = [row("neutral", 1e-2, fr=1.4), row("neutral", 2e-3), row("lora", 5e-4), row("neutral", 2e-3, p=0.5),
+            row("lora", 2e-3, en=0.95), {**row("backbone", None), "method": "backbone"}]
+    curves = lr_curves(rows)
+    assert [[r["lr"] for r in c] for c in curves] == [[2e-3, 1e-2], [5e-4, 2e-3]]  # p=0.5 alone: no curve
+    png = tradeoff_plot(rows, tmp_path / "t.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
