@@ -2,6 +2,7 @@
 
     python -m nr_lightning.report runs/*                    # -> runs/report.md, runs/report.csv, runs/tradeoff.png
     python -m nr_lightning.report runs/* --out docs/results
+    python -m nr_lightning.report runs/seq-* --out docs/results/sequence   # sequences -> sequences.md
 
 A run contributes its final held-out bpb (metrics.json, or eval.json when `make eval` ran, which wins)
 and its downstream task averages (eval.json). A run directory named `backbone*` or an eval.json with
@@ -124,6 +125,43 @@ def tradeoff_plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def sequence_markdown(dirs: list[Path]) -> str | None:
+    """One comparison table of sequence runs (folders holding forgetting.json): the final row of each
+    forgetting matrix, each stage language's forgetting (final minus right after its stage), English drift
+    vs the backbone and the final sum. None when no folder is a sequence."""
+    mats = []
+    for d in dirs:
+        f, meta = d / "forgetting.json", d / "sequence.json"
+        if f.is_file():
+            m = json.loads(f.read_text())
+            opts = (json.loads(meta.read_text()).get("sequence") or {}) if meta.is_file() else {}
+            mats.append((d.name, m, opts))
+    if not mats:
+        return None
+    cols = list(dict.fromkeys(c for _, m, _ in mats for c in m["columns"]))
+    stages = [c for c in cols if c != "en"]
+    head = ["sequence", "strategy", "method", "done", *[f"{c} final" for c in cols],
+            *[f"forgot {c}" for c in stages[:-1]], "en drift", "sum final"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m, opts in mats:
+        final = dict(zip(m["columns"], m["bpb"][-1]))
+        strat = m.get("strategy", "?")
+        extra = [f"replay={opts['replay']}" if opts.get("replay") else "",
+                 f"merge={opts.get('merge')}" if strat == "merge" else "",
+                 f"λ={opts.get('olora_lambda')}" if strat == "olora" else "",
+                 f"router={opts.get('router')}" if strat == "moe" else ""]
+        strat = " ".join([strat, *[e for e in extra if e]])
+        vals = [final.get(c) for c in cols]
+        cells = [name, strat, m.get("method", "?"), f"{len(m['bpb'])}/{len(m.get('stages', stages))}",
+                 *[_fmt(v) for v in vals], *[_fmt(m["forgetting"].get(c)) for c in stages[:-1]],
+                 _fmt(m.get("en_drift")), _fmt(sum(v for v in vals if v is not None))]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = mats[0][1]["baseline"]
+    lines.append("| backbone | – | – | – | " + " | ".join(_fmt(base.get(c)) for c in cols) + " | "
+                 + " | ".join("–" for _ in stages[:-1]) + " | 0 | " + _fmt(sum(base.get(c, 0) for c in cols)) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", help="run directories (e.g. runs/*)")
@@ -131,6 +169,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     dirs = [Path(r) for r in args.runs if Path(r).is_dir()]
     rows = [r for r in (collect(d) for d in sorted(dirs)) if r]
+    seq_md = sequence_markdown(sorted(dirs))
+    if seq_md is not None:
+        out = Path(args.out) if args.out else dirs[0].parent
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sequences.md").write_text(seq_md)
+        print(seq_md)
+        print(f"[nr-lightning] wrote {out / 'sequences.md'}", file=sys.stderr)
+        if not rows:
+            return []
     if not rows:
         print("error: no run with metrics.json or eval.json among the given directories "
               f"({len(dirs)} directories); train with `make train` first", file=sys.stderr)

@@ -79,3 +79,24 @@ def test_lr_curves_group_runs_that_differ_only_by_lr(tmp_path):
     assert [[r["lr"] for r in c] for c in curves] == [[2e-3, 1e-2], [5e-4, 2e-3]]  # p=0.5 alone: no curve
     png = tradeoff_plot(rows, tmp_path / "t.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_compares_sequence_runs(tmp_path):
+    import json
+
+    from nr_lightning.report import main
+    from nr_lightning.sequence import forgetting_matrix
+
+    base = {"fr": 1.8, "de": 2.0, "en": 0.9}
+    for name, strategy, rows in [("seq-a", "stack", [{"fr": 1.6, "en": 0.95}, {"fr": 1.7, "de": 1.5, "en": 0.97}]),
+                                 ("seq-b", "merge", [{"fr": 1.5, "en": 0.9}, {"fr": 1.55, "de": 1.6, "en": 0.91}])]:
+        d = tmp_path / name
+        d.mkdir()
+        m = forgetting_matrix(["fr", "de"], rows, base) | {"strategy": strategy, "method": "lora"}
+        (d / "forgetting.json").write_text(json.dumps(m))
+        (d / "sequence.json").write_text(json.dumps({"sequence": {"merge": "ties", "replay": 0.0}}))
+    assert main([str(tmp_path / "seq-a"), str(tmp_path / "seq-b"), "--out", str(tmp_path / "rep")]) == []
+    md = (tmp_path / "rep" / "sequences.md").read_text()
+    assert "| seq-a | stack | lora | 2/2 | 1.7000 | 1.5000 | 0.9700 | 0.1000 | 0.0700 | 4.1700 |" in md
+    assert "| seq-b | merge merge=ties | lora | 2/2 | 1.5500 | 1.6000 | 0.9100 | 0.0500 | 0.0100 | 4.0600 |" in md
+    assert "| backbone |" in md
