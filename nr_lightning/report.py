@@ -170,20 +170,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     dirs = [Path(r) for r in args.runs if Path(r).is_dir()]
     rows = [r for r in (collect(d) for d in sorted(dirs)) if r]
     seq_md = sequence_markdown(sorted(dirs))
+    out = Path(args.out) if args.out else (dirs[0].parent if dirs else Path("."))
     if seq_md is not None:
-        out = Path(args.out) if args.out else dirs[0].parent
         out.mkdir(parents=True, exist_ok=True)
         (out / "sequences.md").write_text(seq_md)
         print(seq_md)
         print(f"[nr-lightning] wrote {out / 'sequences.md'}", file=sys.stderr)
-        if not rows:
-            return []
     if not rows:
+        if seq_md is not None:
+            return []
         print("error: no run with metrics.json or eval.json among the given directories "
               f"({len(dirs)} directories); train with `make train` first", file=sys.stderr)
         sys.exit(2)
     rows.sort(key=lambda r: (r["lang"] or "", r["method"] != "backbone", r["method"], r["run"]))
-    out = Path(args.out) if args.out else (dirs[0].parent if dirs else Path("."))
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows)
     (out / "report.md").write_text(md)

@@ -22,8 +22,9 @@ folders. Strategies (docs/sequence.md):
 
 `replay=r` (stack/olora/continue) mixes earlier stages' languages into later stages with total probability r.
 Sequence keys: stages, strategy, olora_lambda, replay, merge, merge_density, merge_seed, merge_weights,
-router, router_steps, baseline_cache (the backbone row is cached in <run_dir>/../.nrl-cache/); run_dir/name/runs_root name the sequence directory; every other key=value goes to
-each stage's `nr_lightning.train` (method=, backbone=, trainer.*, data.p, data.corpora_dir, eval.*, ...).
+router, router_steps, baseline_cache (the backbone row is cached in <run_dir>/../.nrl-cache/);
+run_dir/name/runs_root name the sequence directory; every other key=value goes to each stage's
+`nr_lightning.train` (method=, backbone=, trainer.*, data.p, data.corpora_dir, eval.*, ...).
 Languages other than the first retained one come from `data.corpora_dir/<lang>/{train,heldout}.jsonl`.
 """
 
