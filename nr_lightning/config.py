@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
+from .data.datamodule import MIXINGS
+from .extension.adapter import GATE_INITS
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -27,7 +29,9 @@ METHOD_NAMES = ("finetune", "lora", "adapters", "sigmoid", "neutral")
 
 @dataclass
 class BackboneConfig:
-    name: str = "smollm2-135m"  # preset (smollm2-135m, tiny), local HF directory or hub id
+    # preset (smollm2-135m: the embedded SmolLM2-135M-Instruct, Q4_1 dequantised; smollm2-135m-en: its English
+    # continued-pretrained base, `make backbone-en`; tiny), a local HF directory or a hub id
+    name: str = "smollm2-135m"
     dtype: str = "float32"  # weights dtype: float32 | bfloat16 (fp32 is faster on CPUs without AMX)
     trust_remote_code: bool = False
 
@@ -39,6 +43,7 @@ class MethodConfig:
     gate: str | None = None  # elu | relu | sigmoid | none (None = the method's default)
     init: str | None = None  # low_variance | he (None = the method's default)
     init_divisor: float | None = None  # low-variance init: var = 1/(d * divisor); None = number of layers
+    gate_init: str = "he"  # block gate w_b: he (var 2/d, the paper's reading) | low_variance (as W_in/W_gate)
     placement: str = "parallel"  # parallel | serial
     lora_alpha_ratio: float = 2.0  # LoRA alpha = ratio * rank
     alpha: float = 0.0  # weight of the sparsity loss (neutral: 0.01, SPEC §3)
@@ -92,6 +97,7 @@ class EvalConfig:
     max_length: int = 512
     batch_size: int = 8
     at_start: bool = True  # evaluate the untouched model at step 0
+    indomain: bool = False  # also curve the in-domain English held-out set (eval/bpb_en_indomain)
     gate_stats: bool = True  # block-gate statistics per domain, gate spectra
 
 
@@ -116,6 +122,8 @@ CHOICES = {
     "method.name": METHOD_NAMES,
     "method.gate": (None, "elu", "relu", "sigmoid", "none"),
     "method.init": (None, "low_variance", "he"),
+    "method.gate_init": GATE_INITS,
+    "data.mixing": MIXINGS,
     "method.placement": ("parallel", "serial"),
     "backbone.dtype": ("float32", "bfloat16", "float16"),
     "optim.schedule": ("cosine", "constant"),
@@ -212,6 +220,21 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"bad value method.budget={cfg.method.budget}: a positive fraction, e.g. 0.2")
     if not 0.0 <= cfg.data.p <= 1.0:
         raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
+    from .extension.api import METHOD_DEFAULTS
+
+    gate = cfg.method.gate or METHOD_DEFAULTS.get(cfg.method.name, {}).get("gate", "none")
+    if gate == "elu" and cfg.method.beta > 0:
+        # The BCE trains sigmoid(g) as a classifier while the forward pass gates with ELU(g): driving g -> -inf
+        # on English makes ELU(g) -> -1, which flips the residual instead of closing it (docs/method.md).
+        raise ConfigError(f"method.beta={cfg.method.beta} with gate=elu: the gate BCE would push ELU(g) to -1 on "
+                          "English (a flipped residual, not a closed one); use method.gate=sigmoid (or relu) with "
+                          "method.beta > 0, or method.beta=0 with the ELU gate")
+    if cfg.data.mixing == "stratified" and 0 < cfg.data.p < 1:
+        n_en = round(cfg.data.p * cfg.data.batch_size)
+        if n_en in (0, cfg.data.batch_size):
+            raise ConfigError(f"data.mixing=stratified puts round(data.p * data.batch_size) = {n_en} English sequences "
+                              f"in each batch of {cfg.data.batch_size}: raise data.batch_size (data.p={cfg.data.p}) or "
+                              "use data.mixing=random")
     langs = group_choices("lang")
     if langs and cfg.lang not in langs:
         raise ConfigError(f"unknown lang {cfg.lang!r}; valid choices: {', '.join(langs)}")

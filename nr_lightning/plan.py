@@ -190,9 +190,9 @@ def backbone_config(name: str, trust_remote_code: bool = False) -> Any:
     if name == "tiny":
         return tiny_llama_config()
     presets = _shape_presets()
-    if name == "smollm2-135m":
-        local = cache_dir() / "backbones" / "smollm2-135m" / "config.json"
-        return AutoConfig.from_pretrained(str(local.parent)) if local.is_file() else presets[name]
+    if name in ("smollm2-135m", "smollm2-135m-en"):  # the English base has the embedded backbone's shape
+        local = cache_dir() / "backbones" / name / "config.json"
+        return AutoConfig.from_pretrained(str(local.parent)) if local.is_file() else presets["smollm2-135m"]
     if name in presets:
         return presets[name]
     p = Path(name).expanduser()

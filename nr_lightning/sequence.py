@@ -175,7 +175,7 @@ def _extend(backbone: nn.Module, cfg: RunConfig) -> nn.Module:
 
     m = cfg.method
     return extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
-                  placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio)
+                  placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
 
 
 def merge_lora_sequence(backbone: nn.Module, paths: list[Path]) -> tuple[nn.Module, list[dict]]:
@@ -222,7 +222,7 @@ class Sequence:
             m = cfg.method
             model = load_stages(backbone, self.ext[:k])
             return add_stage(model, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
-                             placement=m.placement, method=m.name)
+                             placement=m.placement, method=m.name, gate_init=m.gate_init)
         if s in ("stack", "olora"):  # sequential LoRA: earlier LoRAs merged into the backbone, fresh LoRA
             from .olora import OLoRAPenalty
 

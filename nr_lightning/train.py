@@ -113,12 +113,14 @@ def build(cfg: RunConfig):
                                         seed=cfg.seed, trust_remote_code=cfg.backbone.trust_remote_code)
     m = cfg.method
     model = extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
-                   placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio)
+                   placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
     dm = MixedLanguageDataModule(cfg.data, tokenizer)
     return model, tokenizer, dm
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, extra_callbacks=None) -> dict:
+    """Train one run. `extra_callbacks(callbacks) -> list` adds callbacks that see the run's own (e.g. the
+    English-base builder's early stop reads the ForgettingCurves history)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
@@ -135,12 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
     try:
-        return _train(cfg)
+        return _train(cfg, extra_callbacks)
     finally:
         install_preemption_handler(restore=previous_usr1)
 
 
-def _train(cfg: RunConfig) -> dict:
+def _train(cfg: RunConfig, extra_callbacks=None) -> dict:
     from .plan import solve_accumulation
 
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
@@ -186,7 +188,7 @@ def _train(cfg: RunConfig) -> dict:
     ev = cfg.eval
     heldout = {}
     for name in dm.heldout_sources():
-        if name.endswith("_indomain"):
+        if name.endswith("_indomain") and not ev.indomain:
             continue
         heldout[name] = dm.heldout_texts(name, max_docs=ev.max_docs)
     callbacks: list = [
@@ -207,6 +209,8 @@ def _train(cfg: RunConfig) -> dict:
             batches[name] = enc["input_ids"]
         callbacks += [GateStatistics(batches, ev.every_n_steps),
                       GateSpectra(ev.every_n_steps)]
+    extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
+    callbacks += extra
     if sys.stderr.isatty():
         callbacks.append(RichProgressBar())
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
@@ -237,7 +241,8 @@ def _train(cfg: RunConfig) -> dict:
             os.environ.pop("NRL_RUN_DIR", None)
 
     result = {"run_dir": str(run_dir), "config": to_dict(cfg), "parameters": module.report,
-              "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None}
+              "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None,
+              "extra_callbacks": extra}
     if trainer.is_global_zero:
         from . import save_extension
 
@@ -245,7 +250,8 @@ def _train(cfg: RunConfig) -> dict:
         forgetting = next(c for c in callbacks if isinstance(c, ForgettingCurves))
         result["curves"] = forgetting.history
         result["final_bpb"] = forgetting.final
-        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        saved = {k: v for k, v in result.items() if k != "extra_callbacks"}
+        (run_dir / "metrics.json").write_text(json.dumps(saved, indent=2, default=str) + "\n")
         print(f"[nr-lightning] done: {run_dir} final bpb {json.dumps(result['final_bpb'])}", file=sys.stderr)
     return result
 

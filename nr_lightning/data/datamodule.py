@@ -66,6 +66,10 @@ class DataConfig:
     """Original languages to keep (domain label 0), sampled uniformly within the group."""
     p: float = 0.1
     """Probability that a training sequence comes from the retained group (paper default 0.1)."""
+    mixing: str = "random"
+    """``random``: each sequence is retained with probability ``p`` (independent draws; at small batches many
+    batches hold no English). ``stratified``: every micro-batch holds exactly ``round(p * batch_size)``
+    retained sequences, so the English-only local losses (sparsity, gate BCE) act on every optimizer step."""
     weights: dict[str, float] = field(default_factory=dict)
     """Relative sampling weights within each group (``data.weights.fr=3``); unlisted languages weigh 1.
     Empty (default): uniform within each group. P(lang) = P(group) * w_lang / sum of the group's weights."""
@@ -118,6 +122,14 @@ def _coerce_config(config: Any, overrides: dict) -> DataConfig:
     if unknown or any(not v > 0 for v in cfg.weights.values()):
         raise ValueError(f"data.weights {cfg.weights} must be positive and name languages of data.learn "
                          f"{cfg.learn} or data.retain {cfg.retain}")
+    if cfg.mixing not in MIXINGS:
+        raise ValueError(f"data.mixing={cfg.mixing!r}; valid choices: {', '.join(MIXINGS)}")
+    if cfg.mixing == "stratified" and 0 < cfg.p < 1:
+        n_ret = round(cfg.p * cfg.batch_size)
+        if n_ret in (0, cfg.batch_size):
+            raise ValueError(f"data.mixing=stratified with data.p={cfg.p} and data.batch_size={cfg.batch_size} puts "
+                             f"{n_ret} retained sequences in each batch of {cfg.batch_size}: raise data.batch_size "
+                             f"(e.g. {max(2, round(1 / min(cfg.p, 1 - cfg.p)))}) or use data.mixing=random")
     if cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.num_workers < 0:
         raise ValueError("data.seq_len must be >= 2, data.batch_size >= 1 and data.num_workers >= 0")
     return cfg
@@ -125,6 +137,7 @@ def _coerce_config(config: Any, overrides: dict) -> DataConfig:
 
 # ----------------------------------------------------------------------------------------------------- mixing
 
+MIXINGS = ("random", "stratified")
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -146,11 +159,14 @@ def _pick(h: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
 
 
 def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int,
-                weights: np.ndarray | None = None) -> np.ndarray:
+                weights: np.ndarray | None = None, stratify: int = 0, world_size: int = 1) -> np.ndarray:
     """Language index (learned languages first, then retained) of global sequences ``start..start+count-1``.
 
     A pure function of ``(seed, k)`` so any rank / worker / resumed run agrees on every decision.
     ``weights`` (one per language, same order) are relative weights within each group; None = uniform.
+    ``stratify=B`` (the micro-batch size): global sequence ``k`` is rank ``k % W``'s local sequence ``k // W``,
+    at position ``(k // W) % B`` of its micro-batch; the first ``round(p * B)`` positions are retained, so every
+    micro-batch on every rank holds exactly that many (the stream then depends on the world size ``W``).
     """
     k = np.arange(start, start + count, dtype=np.uint64)
     key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
@@ -158,7 +174,10 @@ def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, co
         h = _splitmix64(k * _GAMMA + key)
     u = (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)  # uniform in [0, 1)
     h2 = _splitmix64(h)
-    retained = u < p
+    if stratify:
+        retained = (k // np.uint64(world_size)) % np.uint64(stratify) < np.uint64(round(p * stratify))
+    else:
+        retained = u < p
     out = np.empty(count, dtype=np.int64)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if n_retain:
@@ -279,19 +298,22 @@ class MixedLanguageStream(IterableDataset):
 
     def __init__(self, sources: list[TextSource], tokenizer: Any, eos_id: int, n_learn: int, p: float,
                  seq_len: int, seed: int, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
-                 names: list[str] | None = None, block: int = 4096, weights: list[float] | None = None) -> None:
+                 names: list[str] | None = None, block: int = 4096, weights: list[float] | None = None,
+                 stratified: bool = False) -> None:
         super().__init__()
         self.sources, self.tokenizer, self.eos_id = sources, tokenizer, eos_id
         self.n_learn, self.p, self.seq_len, self.seed = n_learn, p, seq_len, seed
         self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
         self.names = names or [str(i) for i in range(len(sources))]
         self.block = block
+        self.stratified = stratified
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.epochs: dict[str, int] = {}  # languages' epochs reached (main process only when num_workers=0)
 
     def plan(self, start: int, count: int) -> np.ndarray:
         return mixing_plan(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count,
-                           self.weights)
+                           self.weights, stratify=self.batch_size if self.stratified else 0,
+                           world_size=self.world_size)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -504,7 +526,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         return MixedLanguageStream(self._sources(), tok, int(eos), len(c.learn), c.p, c.seq_len, c.seed,
                                    c.batch_size, start=self.sequences_consumed() if start is None else start,
                                    rank=rank, world_size=world_size, names=self.languages,
-                                   weights=self.language_weights())
+                                   weights=self.language_weights(), stratified=c.mixing == "stratified")
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """Infinite loader of ``{"input_ids": (B, seq_len), "domain": (B,), "lang": (B,)}`` batches.
@@ -539,7 +561,9 @@ class MixedLanguageDataModule(L.LightningDataModule):
         blob = json.dumps({"seed": c.seed, "p": c.p, "learn": c.learn, "retain": c.retain, "seq_len": c.seq_len,
                            "sources": [self.train_source(lang) for lang in self.languages],
                            "text_field": c.text_field, "tokenizer": tok_id,
-                           **({"weights": c.weights} if c.weights else {})}, sort_keys=True)
+                           **({"weights": c.weights} if c.weights else {}),
+                           **({"mixing": c.mixing, "batch_size": c.batch_size} if c.mixing != "random" else {})},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def state_dict(self) -> dict[str, Any]:

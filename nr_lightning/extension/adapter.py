@@ -21,6 +21,11 @@ from transformers.activations import ACT2FN
 
 GATES = ("elu", "relu", "sigmoid", "none")
 INITS = ("low_variance", "he")
+# The block gate w_b is a d -> 1 linear layer. The paper's low variance is for "both the input and gating
+# matrix" (Sec. 3, near-identical initialization): W_in and the SwiGLU gating matrix W_gate, not w_b, which
+# keeps the usual He init the paper departs from for those two ("he", default). "low_variance" gives w_b the
+# adapter's own low variance (this framework's behaviour before the option existed). docs/method.md.
+GATE_INITS = ("he", "low_variance")
 PLACEMENTS = ("parallel", "serial")
 
 _GATE_FNS = {"elu": F.elu, "relu": F.relu, "sigmoid": torch.sigmoid}
@@ -30,7 +35,8 @@ class ResidualAdapter(nn.Module):
     """Gated-FFN adapter with an optional per-token block gate."""
 
     def __init__(self, d_model: int, width: int, activation: str = "silu", gate: str = "elu",
-                 init: str = "low_variance", init_divisor: float = 1.0, placement: str = "parallel") -> None:
+                 init: str = "low_variance", init_divisor: float = 1.0, placement: str = "parallel",
+                 gate_init: str = "he") -> None:
         super().__init__()
         self.d_model, self.width, self.gate, self.placement = d_model, width, gate, placement
         self.activation = activation
@@ -39,20 +45,24 @@ class ResidualAdapter(nn.Module):
         self.w_out = nn.Linear(width, d_model, bias=False)
         self.act = ACT2FN[activation]
         self.block_gate = nn.Linear(d_model, 1, bias=True) if gate != "none" else None
-        self.reset_parameters(init, init_divisor)
+        self.gate_init = gate_init
+        self.reset_parameters(init, init_divisor, gate_init)
         # Per-token caches filled by forward(), read by local_losses() and the gate-statistics callback.
         self.last_gate_logits: torch.Tensor | None = None
         self.last_residual_l1: torch.Tensor | None = None
 
     @torch.no_grad()
-    def reset_parameters(self, init: str = "low_variance", init_divisor: float = 1.0) -> None:
-        """He: var 2/d. low_variance: var 1/(d*divisor), divisor = number of layers by default (SPEC §2)."""
-        var = 2.0 / self.d_model if init == "he" else 1.0 / (self.d_model * init_divisor)
-        std = math.sqrt(var)
-        gated = [self.w_gate, self.w_in] + ([self.block_gate] if self.block_gate is not None else [])
-        for lin in gated:
-            lin.weight.normal_(0.0, std)
+    def reset_parameters(self, init: str = "low_variance", init_divisor: float = 1.0, gate_init: str = "he") -> None:
+        """W_gate, W_in: He (var 2/d) or low_variance (var 1/(d*divisor), divisor = number of layers by default,
+        paper Sec. 3). Block gate w_b: `gate_init`, the same two variances. W_out = 0, gate bias = 0."""
+        def std(kind: str) -> float:
+            return math.sqrt(2.0 / self.d_model if kind == "he" else 1.0 / (self.d_model * init_divisor))
+
+        # Same draws in the same order whatever the options: gate_init changes w_b and nothing else.
+        self.w_gate.weight.normal_(0.0, std(init))
+        self.w_in.weight.normal_(0.0, std(init))
         if self.block_gate is not None:
+            self.block_gate.weight.normal_(0.0, std(gate_init))
             self.block_gate.bias.zero_()
         self.w_out.weight.zero_()
 
@@ -83,7 +93,8 @@ class ResidualAdapter(nn.Module):
         return residual
 
     def extra_repr(self) -> str:
-        return f"gate={self.gate}, placement={self.placement}, activation={self.activation}"
+        return (f"gate={self.gate}, gate_init={self.gate_init}, placement={self.placement}, "
+                f"activation={self.activation}")
 
 
 def adapter_hook(mlp: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:

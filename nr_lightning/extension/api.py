@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .adapter import GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
+from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
 
 METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
@@ -43,6 +43,7 @@ class ExtensionConfig:
     gate: str | None = None
     init: str | None = None
     init_divisor: float | None = None  # None = number of layers
+    gate_init: str = "he"  # block gate w_b: he | low_variance (extensions saved before the option: weights decide)
     placement: str = "parallel"
     lora_alpha_ratio: float = 2.0  # LoRA alpha = ratio * rank
     # Solved from the budget (filled by extend):
@@ -98,11 +99,13 @@ def solve_rank(budget: float, n_nonemb: int, n_layers: int, d_model: int, d_ffn:
 
 def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, gate: str | None = None,
            init: str | None = None, init_divisor: float | None = None, placement: str = "parallel",
-           lora_alpha_ratio: float = 2.0, width: int | None = None, rank: int | None = None) -> nn.Module:
+           lora_alpha_ratio: float = 2.0, width: int | None = None, rank: int | None = None,
+           gate_init: str = "he") -> nn.Module:
     """Extend `backbone` with one of METHODS and freeze everything else. Returns the model to train.
 
     `budget` is a fraction of the backbone's non-embedding parameters, solved into the adapter
-    width or LoRA rank (or pass `width`/`rank` to fix them). `gate`/`init` default per method.
+    width or LoRA rank (or pass `width`/`rank` to fix them). `gate`/`init` default per method;
+    `gate_init` is the block gate's own init (he | low_variance, docs/method.md).
     """
     _choose("method", method, METHODS)
     _choose("placement", placement, PLACEMENTS)
@@ -111,6 +114,7 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
         init = METHOD_DEFAULTS[method]["init"] if init is None else init
         _choose("gate", gate, GATES)
         _choose("init", init, INITS)
+        _choose("gate_init", gate_init, GATE_INITS)
     elif gate is not None or init is not None:
         raise ValueError(f"gate/init apply to the adapter methods {ADAPTER_METHODS}, not to {method!r}")
     if method != "finetune" and width is None and rank is None and not (budget and 0 < budget <= 10):
@@ -121,7 +125,7 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
     ffns = find_ffns(backbone)
     n_layers, d, f = len(ffns), ffns[0].d_model, ffns[0].d_ffn
     n_nonemb = backbone_non_embedding(backbone)
-    cfg = ExtensionConfig(method=method, budget=budget, gate=gate, init=init, placement=placement,
+    cfg = ExtensionConfig(method=method, budget=budget, gate=gate, init=init, placement=placement, gate_init=gate_init,
                           lora_alpha_ratio=lora_alpha_ratio, activation=ffns[0].activation,
                           backbone={"class": type(backbone).__name__, "layers": n_layers, "d_model": d, "d_ffn": f,
                                     "non_embedding_params": n_nonemb})
@@ -145,7 +149,8 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
             p.requires_grad_(False)
         ref = next(backbone.parameters())
         for info in ffns:
-            adapter = ResidualAdapter(d, cfg.width, info.activation, gate, init, cfg.init_divisor, placement)
+            adapter = ResidualAdapter(d, cfg.width, info.activation, gate, init, cfg.init_divisor, placement,
+                                      gate_init=gate_init)
             info.module.nrl_adapter = adapter.to(device=ref.device, dtype=ref.dtype)
             info.module.nrl_hook = info.module.register_forward_hook(adapter_hook)
         model = backbone
@@ -292,7 +297,8 @@ def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
     model = extend(backbone, method=cfg.method, budget=cfg.budget or 0.2,
                    gate=cfg.gate if cfg.method in ADAPTER_METHODS else None,
                    init=cfg.init if cfg.method in ADAPTER_METHODS else None, init_divisor=cfg.init_divisor,
-                   placement=cfg.placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=cfg.width, rank=cfg.rank)
+                   placement=cfg.placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=cfg.width, rank=cfg.rank,
+                   gate_init=cfg.gate_init)
     tensors = load_file(str(weights_file))
     if cfg.method == "lora":
         from peft import set_peft_model_state_dict

@@ -77,7 +77,7 @@ def stage_configs(model: nn.Module) -> list[ExtensionConfig]:
 
 def add_stage(model: nn.Module, budget: float | None = None, gate: str | None = None, init: str | None = None,
               init_divisor: float | None = None, placement: str | None = None, width: int | None = None,
-              method: str | None = None) -> nn.Module:
+              method: str | None = None, gate_init: str | None = None) -> nn.Module:
     """Freeze the current adapter stage(s) and install a fresh trainable stage on every FFN.
 
     Options default to the current stage's (method, gate, init, placement, budget). The new stage's
@@ -95,13 +95,14 @@ def add_stage(model: nn.Module, budget: float | None = None, gate: str | None = 
     gate = gate if gate is not None else (cfg.gate if same else defaults["gate"])
     init = init if init is not None else (cfg.init if same else defaults["init"])
     placement = placement or cfg.placement
+    gate_init = gate_init or getattr(cfg, "gate_init", "he")
     ffns = find_ffns(model)
     n_layers, d = len(ffns), ffns[0].d_model
     budget = cfg.budget if budget is None else budget
     n_nonemb = backbone_non_embedding(model)
     width = width or solve_width(budget, n_nonemb, n_layers, d, gated=gate != "none")
     divisor = float(n_layers) if init_divisor is None else float(init_divisor)
-    new = ExtensionConfig(method=method, budget=budget, gate=gate, init=init, init_divisor=divisor,
+    new = ExtensionConfig(method=method, budget=budget, gate=gate, init=init, init_divisor=divisor, gate_init=gate_init,
                           placement=placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=width,
                           activation=ffns[0].activation, backbone=dict(cfg.backbone))
     ref = next(model.parameters())
@@ -112,7 +113,7 @@ def add_stage(model: nn.Module, budget: float | None = None, gate: str | None = 
         if mlp._modules.get("nrl_stages") is None:
             mlp.nrl_stages = nn.ModuleList()
         mlp.nrl_stages.append(old)
-        adapter = ResidualAdapter(d, width, info.activation, gate, init, divisor, placement)
+        adapter = ResidualAdapter(d, width, info.activation, gate, init, divisor, placement, gate_init=gate_init)
         mlp.nrl_adapter = adapter.to(device=ref.device, dtype=ref.dtype)
     model.nrl_stage_configs = [*getattr(model, "nrl_stage_configs", []), cfg]
     model.nrl_config = new
