@@ -22,7 +22,7 @@ GPUS ?= 8
 OVERRIDES ?=
 comma := ,
 
-.PHONY: help setup data train sweep slurm test test-slow lint eval report tensorboard bench prep prep-demo clean
+.PHONY: help setup data train sweep slurm test test-slow lint eval report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,15 @@ data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de) and t
 
 train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"
 	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
+
+backbone-en: data ## build the English base backbone once (continued pretraining of SmolLM2-135M-Instruct, ~30-50 min)
+	$(PYBIN) -m nr_lightning.english_base $(ARGS)
+
+repro: backbone-en ## one run of the reproduction protocol: make repro METHOD=neutral LANG=fr (~30-40 min on 2 cores)
+	$(PYBIN) -m nr_lightning.train trainer=repro method=$(METHOD) lang=$(TARGET_LANG) name=repro-$(METHOD)-$(TARGET_LANG) $(ARGS)
+
+repro-sweep: backbone-en ## the whole reproduction sweep (all methods, ablations, seeds; resumable): ARGS="--evaluate" adds eval + report
+	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu $(ARGS)
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
 	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)

@@ -65,13 +65,15 @@ class ForgettingCurves(_Periodic):
     """Held-out bits-per-byte of each language every `every_n_steps` optimizer steps, at start and at the end."""
 
     def __init__(self, texts: dict[str, list[str]], tokenizer, every_n_steps: int = 50, max_length: int = 512,
-                 batch_size: int = 8, at_start: bool = True, out_file: str | Path | None = None) -> None:
+                 batch_size: int = 8, at_start: bool = True, out_file: str | Path | None = None,
+                 summed: list[str] | None = None) -> None:
         super().__init__(every_n_steps, at_start)
         self.texts = {k: v for k, v in texts.items() if v}
         self.tokenizer = tokenizer
         self.max_length, self.batch_size = max_length, batch_size
         self.out_file = Path(out_file) if out_file else None
         self.history: list[dict] = []
+        self.summed = summed  # keys of eval/bpb_sum (default: every set but the *_indomain ones)
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
@@ -91,7 +93,7 @@ class ForgettingCurves(_Periodic):
         step = trainer.global_step
         res = self.evaluate(pl_module.model)
         metrics = {f"eval/bpb_{k}": v for k, v in res.items()}
-        main = [k for k in res if not k.endswith("_indomain")]
+        main = [k for k in res if (k in self.summed if self.summed is not None else not k.endswith("_indomain"))]
         if len(main) > 1:
             metrics["eval/bpb_sum"] = sum(res[k] for k in main)
         if trainer.is_global_zero:
@@ -105,7 +107,7 @@ class ForgettingCurves(_Periodic):
 
     @property
     def final(self) -> dict[str, float]:
-        return {k.replace("eval/bpb_", ""): v for k, v in self.history[-1].items()
+        return {k.replace("eval/bpb_", "", 1): v for k, v in self.history[-1].items()
                 if k.startswith("eval/bpb_") and k != "eval/bpb_sum"} if self.history else {}
 
 

@@ -98,6 +98,9 @@ class EvalConfig:
     batch_size: int = 8
     at_start: bool = True  # evaluate the untouched model at step 0
     indomain: bool = False  # also curve the in-domain English held-out set (eval/bpb_en_indomain)
+    # more held-out sets to curve, name -> JSONL path (eval/bpb_<name>; not in eval/bpb_sum), e.g. a dev copy of
+    # the forgetting set for decisions that must not look at the evaluation set (docs/reproduction.md)
+    extra: dict[str, str] = field(default_factory=dict)
     gate_stats: bool = True  # block-gate statistics per domain, gate spectra
 
 

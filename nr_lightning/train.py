@@ -191,12 +191,15 @@ def _train(cfg: RunConfig, extra_callbacks=None) -> dict:
         if name.endswith("_indomain") and not ev.indomain:
             continue
         heldout[name] = dm.heldout_texts(name, max_docs=ev.max_docs)
+    summed = [k for k in heldout if not k.endswith("_indomain")]
+    for name, spec in ev.extra.items():  # extra curves (e.g. a dev copy of the forgetting set), not summed
+        heldout[name] = dm.read_texts(spec, max_docs=ev.max_docs)
     callbacks: list = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True, save_top_k=-1),
         ForgettingCurves(heldout, tokenizer, every_n_steps=ev.every_n_steps, max_length=ev.max_length,
                          batch_size=ev.batch_size, at_start=ev.at_start and ckpt_path is None,
-                         out_file=run_dir / "curves.json"),
+                         out_file=run_dir / "curves.json", summed=summed),
         LossHistory(run_dir / "losses.jsonl"),
         PreemptionCheckpoint(run_dir / "checkpoints"),
     ]

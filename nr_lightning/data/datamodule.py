@@ -135,6 +135,17 @@ def _coerce_config(config: Any, overrides: dict) -> DataConfig:
     return cfg
 
 
+def _packaged(spec: str) -> str:
+    """A relative path that does not exist from the working directory but does inside the repository (e.g.
+    ``nr_lightning/evaluation/data/text/pubmed_en_more.jsonl`` in experiments/trainer/repro.yaml) resolves there,
+    so presets work from any directory."""
+    if spec and not os.path.isabs(spec) and ":" not in spec and not os.path.exists(spec):
+        candidate = Path(__file__).resolve().parents[2] / spec
+        if candidate.exists():
+            return str(candidate)
+    return spec
+
+
 # ----------------------------------------------------------------------------------------------------- mixing
 
 MIXINGS = ("random", "stratified")
@@ -462,7 +473,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
 
     def _heldout_spec(self, name: str) -> str:
         if name == "en":
-            return self.config.heldout_en or str(self.corpora_dir / "en_pubmed" / "heldout.jsonl")
+            return _packaged(self.config.heldout_en) or str(self.corpora_dir / "en_pubmed" / "heldout.jsonl")
         lang = name[: -len("_indomain")] if name.endswith("_indomain") else name
         o = self._override(lang)
         return (o.heldout if o and o.heldout else "") or str(self.corpora_dir / lang / "heldout.jsonl")
@@ -470,7 +481,11 @@ class MixedLanguageDataModule(L.LightningDataModule):
     def heldout_texts(self, lang: str, max_docs: int | None = None) -> list[str]:
         """Held-out documents (never trained on) for bits-per-byte: ``lang`` is a key of
         :meth:`heldout_sources` (``en`` = forgetting set, ``en_indomain``) or any prepared language."""
-        src = open_source(self._heldout_spec(lang), self.config.text_field)
+        return self.read_texts(self._heldout_spec(lang), max_docs)
+
+    def read_texts(self, spec: str, max_docs: int | None = None) -> list[str]:
+        """The first ``max_docs`` documents of any source spec (a relative path may name a packaged file)."""
+        src = open_source(_packaged(spec), self.config.text_field)
         out: list[str] = []
         for text in src.iter_texts():
             if max_docs is not None and len(out) >= max_docs:

@@ -270,3 +270,40 @@ def test_resume_many_epochs_later(make_dm, monkeypatch, cache):
     dm2 = make_dm(p=0.5, seq_len=24)
     dm2.load_state_dict(dm.state_dict() | {"sequences_consumed": 150 * 4})
     assert all(_same(a, b) for a, b in zip(expected, _batches(dm2, 5)))
+
+
+# ------------------------------------------------------------------------------------------ stratified mixing
+
+
+@pytest.mark.parametrize("p,batch", [(0.1, 10), (0.1, 8), (0.25, 4), (0.5, 6)])
+def test_stratified_plan_has_exactly_round_pb_retained_per_batch(p, batch):
+    plan = mixing_plan(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300, stratify=batch)
+    per_batch = (plan.reshape(300, batch) == 1).sum(1)
+    assert (per_batch == round(p * batch)).all()
+    random = mixing_plan(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300)
+    assert not ((random.reshape(300, batch) == 1).sum(1) == round(p * batch)).all()  # random mixing varies
+
+
+def test_stratified_loader_every_rank_every_batch(make_dm):
+    W = 2
+    for r in range(W):
+        dm = make_dm(p=0.25, learn=["fr", "de"], retain=["en"], batch_size=4, mixing="stratified")
+        for b in _batches(dm, 40, rank=r, world_size=W):
+            assert int((b["domain"] == 0).sum()) == 1
+    dm = make_dm(p=0.25, learn=["fr", "de"], retain=["en"], batch_size=4, mixing="stratified")
+    langs = torch.cat([b["lang"] for b in _batches(dm, 200)])
+    assert abs((langs == 0).float().mean().item() - 0.375) < 0.05  # the learned group stays uniform
+
+
+def test_stratified_resume_continues_the_same_stream(make_dm):
+    ref = _batches(make_dm(p=0.25, batch_size=4, mixing="stratified"), 12)
+    dm = make_dm(p=0.25, batch_size=4, mixing="stratified")
+    dm.load_state_dict({**dm.state_dict(), "sequences_consumed": 5 * 4})
+    again = _batches(dm, 7)
+    for a, b in zip(ref[5:], again):
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["domain"], b["domain"])
+
+
+def test_stratified_with_no_room_for_english_is_refused(make_dm):
+    with pytest.raises(ValueError, match="raise data.batch_size"):
+        make_dm(p=0.1, batch_size=4, mixing="stratified")

@@ -1,0 +1,95 @@
+"""Config rules of the reproduction protocol: the ELU gate under a BCE, stratified mixing, the English base."""
+
+from __future__ import annotations
+
+import pytest
+
+from nr_lightning.config import ConfigError, compose
+
+
+def test_elu_gate_with_bce_is_refused():
+    with pytest.raises(ConfigError, match="ELU"):
+        compose(["method=neutral", "method.beta=1"])
+    with pytest.raises(ConfigError, match="ELU"):
+        compose(["method=sigmoid", "method.gate=elu"])  # sigmoid preset has beta = 1
+    assert compose(["method=sigmoid"]).method.beta == 1.0  # sigmoid gate + BCE: fine
+    assert compose(["method=neutral", "method.gate=relu", "method.beta=1"]).method.gate == "relu"
+
+
+def test_gate_init_choices_are_validated():
+    assert compose(["method=neutral"]).method.gate_init == "he"
+    with pytest.raises(ConfigError, match="he, low_variance"):
+        compose(["method.gate_init=zeros"])
+
+
+def test_stratified_mixing_needs_a_batch_that_holds_english():
+    with pytest.raises(ConfigError, match="raise data.batch_size"):
+        compose(["data.mixing=stratified", "data.p=0.1", "data.batch_size=4"])  # round(0.4) = 0 English
+    with pytest.raises(ConfigError, match="random, stratified"):
+        compose(["data.mixing=blocks"])
+    assert compose(["data.mixing=stratified", "data.p=0.1", "data.batch_size=10"]).data.mixing == "stratified"
+
+
+def test_repro_preset_composes_the_protocol():
+    cfg = compose(["trainer=repro", "method=neutral"])
+    assert cfg.backbone.name == "smollm2-135m-en"
+    assert cfg.data.mixing == "stratified" and round(cfg.data.p * cfg.data.batch_size) >= 1
+    assert cfg.data.heldout_en.endswith("pubmed_en_more.jsonl")
+
+
+def test_unbuilt_english_base_names_the_make_target(tmp_path, monkeypatch):
+    from nr_lightning.backbone import load_backbone
+
+    monkeypatch.setenv("NRL_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="make backbone-en"):
+        load_backbone("smollm2-135m-en")
+
+
+def test_repro_forgetting_set_resolves_inside_the_package(tmp_path, monkeypatch):
+    from nr_lightning.data import MixedLanguageDataModule
+
+    monkeypatch.chdir(tmp_path)  # the preset's relative path must not depend on the working directory
+    cfg = compose(["trainer=repro"])
+    dm = MixedLanguageDataModule(cfg.data, tokenizer=None)
+    texts = dm.heldout_texts("en")
+    assert len(texts) == 450 and "patients" in " ".join(texts[:20])
+
+
+def test_english_base_keeps_the_best_evaluation_and_stops_when_flat(tmp_path):
+    from types import SimpleNamespace
+
+    from nr_lightning.english_base import KeepBest
+    from nr_lightning.testing import tiny_model
+
+    curves = SimpleNamespace(history=[])
+    model = tiny_model()
+    trainer = SimpleNamespace(is_global_zero=True, should_stop=False)
+    module = SimpleNamespace(model=model)
+    keep = KeepBest(curves, tmp_path / "best", patience=2, min_delta=0.01)
+    for step, (en, ind) in enumerate([(1.0, 1.0), (0.9, 0.9), (0.895, 0.9), (0.91, 0.9)]):
+        curves.history.append({"step": step * 25, "eval/bpb_en": en, "eval/bpb_en_indomain": ind})
+        keep.on_train_batch_end(trainer, module, None, None, 0)
+        keep.on_train_batch_end(trainer, module, None, None, 0)  # the same evaluation is counted once
+    assert keep.best_step == 25 and keep.best == pytest.approx(1.8)  # 1.795 is not better by min_delta
+    assert trainer.should_stop and (tmp_path / "best" / "model.safetensors").is_file()
+    restored = KeepBest(curves, tmp_path / "best")
+    restored.load_state_dict(keep.state_dict())
+    assert restored.state_dict() == keep.state_dict()
+
+
+def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
+    """A tiny run with stratified mixing and an extra held-out curve: the extra set is curved at every
+    evaluation but stays out of eval/bpb_sum (it is for decisions, not the comparison)."""
+    import json
+
+    from nr_lightning.testing import fixture_data_args
+    from nr_lightning.train import main
+
+    args = ["method=neutral", "lang=fr", "backbone=tiny", "trainer.max_steps=2", "eval.every_n_steps=2",
+            "eval.max_docs=3", "data.mixing=stratified", "data.p=0.5", f"run_dir={tmp_path / 'run'}",
+            "eval.extra.en_dev=nr_lightning/evaluation/data/text/pubmed_en_dev.jsonl", *fixture_data_args(fixtures_dir)]
+    result = main(args)
+    last = json.loads((tmp_path / "run" / "curves.json").read_text())[-1]
+    assert {"eval/bpb_en", "eval/bpb_fr", "eval/bpb_en_dev"} <= set(last)
+    assert last["eval/bpb_sum"] == pytest.approx(last["eval/bpb_en"] + last["eval/bpb_fr"])
+    assert result["final_bpb"]["en_dev"] == last["eval/bpb_en_dev"]
