@@ -114,9 +114,12 @@ class ForgettingCurves(_Periodic):
 class GateStatistics(_Periodic):
     """Block-gate value and residual norm per layer on held-out English vs new-language text."""
 
-    def __init__(self, batches: dict[str, torch.Tensor], every_n_steps: int = 50) -> None:
+    def __init__(self, batches: dict[str, torch.Tensor], every_n_steps: int = 50,
+                 out_file: str | Path | None = None) -> None:
         super().__init__(every_n_steps, at_start=True)
         self.batches = batches
+        self.out_file = Path(out_file) if out_file else None  # gates.json: per-domain means over steps
+        self.history: list[dict] = []
 
     @torch.no_grad()
     def statistics(self, model) -> dict[str, dict[str, list[float]]]:
@@ -157,6 +160,13 @@ class GateStatistics(_Periodic):
                     tb.add_histogram(f"gate_values/{lang}_layer{i:02d}", s["gate_values"][i], step)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
+        self.history.append({"step": step, **{lang: {"gate_mean": metrics[f"gates/{lang}_gate_mean"],
+                                                     "residual_l1": metrics[f"gates/{lang}_residual_l1"],
+                                                     "gate_mean_per_layer": s["gate_mean"],
+                                                     "residual_l1_per_layer": s["residual_l1"]}
+                                              for lang, s in stats.items()}})
+        if self.out_file:
+            self.out_file.write_text(json.dumps(self.history, indent=1) + "\n")
 
 
 def spectra_figure(spectra: dict[str, list[torch.Tensor]], max_layers: int = 6):

@@ -210,7 +210,7 @@ def _train(cfg: RunConfig, extra_callbacks=None) -> dict:
         for name, texts in heldout.items():
             enc = tokenizer(texts[:4], return_tensors="pt", truncation=True, max_length=128, padding="max_length")
             batches[name] = enc["input_ids"]
-        callbacks += [GateStatistics(batches, ev.every_n_steps),
+        callbacks += [GateStatistics(batches, ev.every_n_steps, out_file=run_dir / "gates.json"),
                       GateSpectra(ev.every_n_steps)]
     extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
     callbacks += extra

@@ -93,3 +93,7 @@ def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
     assert {"eval/bpb_en", "eval/bpb_fr", "eval/bpb_en_dev"} <= set(last)
     assert last["eval/bpb_sum"] == pytest.approx(last["eval/bpb_en"] + last["eval/bpb_fr"])
     assert result["final_bpb"]["en_dev"] == last["eval/bpb_en_dev"]
+    gates = json.loads((tmp_path / "run" / "gates.json").read_text())  # per-domain gate statistics over steps
+    assert [g["step"] for g in gates] == [0, 2]
+    assert {"en", "fr"} <= set(gates[-1]) and len(gates[-1]["en"]["gate_mean_per_layer"]) == 2
+    assert gates[0]["en"]["residual_l1"] == 0.0  # W_out = 0 at step 0: no residual yet
