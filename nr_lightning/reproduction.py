@@ -1,0 +1,164 @@
+"""Tables and plots of the reproduction protocol (docs/reproduction.md) from its run directories.
+
+    python -m nr_lightning.reproduction runs/repro-* --base runs/repro-base/eval.json --out docs/results/repro
+
+Writes `table.md` (final held-out bpb on real PubMed and French, their deltas against the English base, the sum,
+ARC-Easy accuracy with its standard error), `curves.png` (English vs French bpb over steps, paper Figure 1
+style), `gates.md` (block-gate mean and residual norm per domain at the last step) and `runs.json` (every
+number above). A run's final numbers come from its `eval.json` (every held-out document) when
+`python -m nr_lightning.evaluate` ran on it, else from the last point of `curves.json` (the in-training subset);
+the table says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+TASKS = ("arc_easy_en", "arc_easy_fr")
+
+
+def _load(path: Path) -> dict | list | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect(run: Path) -> dict | None:
+    """One run's numbers, or None when it has not finished."""
+    metrics, curves = _load(run / "metrics.json"), _load(run / "curves.json")
+    if not metrics or not curves:
+        return None
+    cfg = metrics.get("config") or {}
+    ev = _load(run / "eval.json") or {}
+    lang = cfg.get("lang", "fr")
+    final = ev.get("bpb") or {}
+    source = "eval.json (all documents)" if final else f"curves.json ({cfg.get('eval', {}).get('max_docs')} docs)"
+    last = curves[-1]
+    en = final.get("en", last.get("eval/bpb_en"))
+    new = final.get(lang, last.get(f"eval/bpb_{lang}"))
+    tasks = {}
+    for t in TASKS:
+        r = (ev.get("tasks") or {}).get(t)
+        if r:
+            acc = r.get("acc_norm", r.get("acc"))
+            tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
+                        "n": r["n"]}
+    gates = _load(run / "gates.json") or []
+    m = cfg.get("method") or {}
+    return {"run": run.name, "method": m.get("name"), "gate_init": m.get("gate_init"), "alpha": m.get("alpha"),
+            "seed": cfg.get("seed"), "lang": lang, "steps": metrics.get("global_step"), "en": en, "new": new,
+            "sum": en + new if en is not None and new is not None else None, "source": source,
+            "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
+            "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
+                       "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
+            "tasks": tasks, "gates": gates[-1] if gates else None}
+
+
+def _label(r: dict) -> str:
+    bits = [r["method"]]
+    if r["method"] in ("sigmoid", "neutral") and r.get("gate_init") == "low_variance":
+        bits.append("w_b low-var")
+    if r["method"] == "neutral" and not r.get("alpha"):
+        bits.append("α=0")
+    if r.get("seed"):
+        bits.append(f"seed {r['seed']}")
+    return ", ".join(bits)
+
+
+def _d(v: float | None, ref: float | None) -> str:
+    return "–" if v is None or ref is None else f"{v - ref:+.3f}"
+
+
+def table(rows: list[dict], base: dict | None) -> str:
+    b_en = (base or {}).get("bpb", {}).get("en")
+    b_new = (base or {}).get("bpb", {}).get("fr")
+    lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | numbers from |",
+             "|---|---|---|---|---|---|---|---|"]
+    if base:
+        bt = base.get("tasks") or {}
+
+        def acc(t: str) -> str:
+            r = bt.get(t)
+            if not r:
+                return "–"
+            a = r.get("acc_norm", r.get("acc"))
+            return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
+
+        lines.append(f"| English base | {b_en:.4f} | {b_new:.4f} | {b_en + b_new:.4f} | {acc(TASKS[0])} | "
+                     f"{acc(TASKS[1])} | 0 | eval.json |")
+    for r in rows:
+        tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" if t in r["tasks"] else "–" for t in TASKS]
+        ref_en = b_en if b_en is not None and r["source"].startswith("eval") else r["start"]["en"]
+        ref_new = b_new if b_new is not None and r["source"].startswith("eval") else r["start"]["new"]
+        lines.append(f"| {_label(r)} | {r['en']:.4f} ({_d(r['en'], ref_en)}) | {r['new']:.4f} ({_d(r['new'], ref_new)}) "
+                     f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | {r['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def gates_table(rows: list[dict]) -> str:
+    lines = ["| run | gate mean En | gate mean Fr | residual ‖φ·A‖₁/d En | residual Fr | Fr/En residual |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        g = r.get("gates")
+        if not g or "en" not in g or r["lang"] not in g:
+            continue
+        en, new = g["en"], g[r["lang"]]
+        ratio = new["residual_l1"] / en["residual_l1"] if en["residual_l1"] else float("inf")
+        lines.append(f"| {_label(r)} | {en['gate_mean']:.3f} | {new['gate_mean']:.3f} | {en['residual_l1']:.2e} | "
+                     f"{new['residual_l1']:.2e} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import MARKERS
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for r in rows:
+        pts = [(c["new"], c["en"]) for c in r["curve"] if c["new"] is not None and c["en"] is not None]
+        marker, color = MARKERS.get(r["method"], ("x", "gray"))
+        style = "--" if r.get("seed") or r.get("gate_init") == "low_variance" or \
+            (r["method"] == "neutral" and not r.get("alpha")) else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=color, ms=4, label=_label(r))
+    if rows:
+        s = rows[0]["start"]
+        ax.plot([s["new"]], [s["en"]], "*", color="black", ms=12, label="English base (step 0)")
+    ax.set_xlabel("French held-out bpb (learning →, lower is better)")
+    ax.set_ylabel("PubMed bpb (forgetting ↑)")
+    ax.invert_xaxis()
+    ax.set_title("Learning vs forgetting over steps (in-training subsets)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--base", type=Path, help="eval.json of the English base (python -m nr_lightning.evaluate "
+                                             "backbone=smollm2-135m-en ...)")
+    ap.add_argument("--out", type=Path, default=Path("runs/repro-report"))
+    a = ap.parse_args(argv)
+    rows = [r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r]
+    base = _load(a.base) if a.base else None
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "table.md").write_text(table(rows, base))
+    (a.out / "gates.md").write_text(gates_table(rows))
+    (a.out / "runs.json").write_text(json.dumps({"base": base and {"bpb": base.get("bpb"), "tasks": base.get("tasks")},
+                                                 "runs": rows}, indent=1, default=str) + "\n")
+    if rows:
+        curves_plot(rows, a.out / "curves.png")
+    print(table(rows, base))
+    print(gates_table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

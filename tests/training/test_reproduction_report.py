@@ -1,0 +1,45 @@
+"""The reproduction report: deltas against the English base, which numbers it used, gates per domain."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nr_lightning.reproduction import collect, main
+
+
+def _run(root, name, method, en, fr, evaljson=None, **method_kw):
+    d = root / name
+    d.mkdir()
+    cfg = {"lang": "fr", "seed": 0, "method": {"name": method, "alpha": 0.01, "gate_init": "he", **method_kw},
+           "eval": {"max_docs": 100}}
+    (d / "metrics.json").write_text(json.dumps({"config": cfg, "global_step": 240}))
+    (d / "curves.json").write_text(json.dumps([
+        {"step": 0, "eval/bpb_en": 0.90, "eval/bpb_fr": 1.70},
+        {"step": 240, "eval/bpb_en": en, "eval/bpb_fr": fr}]))
+    (d / "gates.json").write_text(json.dumps([{"step": 240, "en": {"gate_mean": 0.1, "residual_l1": 1e-3},
+                                                "fr": {"gate_mean": 0.5, "residual_l1": 4e-3}}]))
+    if evaljson:
+        (d / "eval.json").write_text(json.dumps(evaljson))
+    return d
+
+
+def test_report_uses_eval_json_when_present_and_states_it(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    ft = _run(runs, "repro-finetune", "finetune", 0.95, 1.20,
+              {"bpb": {"en": 0.96, "fr": 1.21}, "tasks": {"arc_easy_en": {"acc_norm": 0.5, "n": 100}}})
+    _run(runs, "repro-neutral", "neutral", 0.91, 1.40)
+    (runs / "unfinished").mkdir()
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"bpb": {"en": 0.92, "fr": 1.72}, "tasks": {}}))
+    rows = main([str(p) for p in sorted(runs.iterdir())] + ["--base", str(base), "--out", str(tmp_path / "out")])
+    assert [r["run"] for r in rows] == ["repro-finetune", "repro-neutral"]
+    assert collect(ft)["en"] == 0.96 and collect(ft)["tasks"]["arc_easy_en"]["se"] == pytest.approx(0.05)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "0.9600 (+0.040)" in md  # eval.json numbers against the base's eval.json
+    assert "0.9100 (+0.010)" in md  # curve numbers against the run's own step 0 (same subset)
+    assert "eval.json (all documents)" in md and "curves.json (100 docs)" in md
+    assert "| neutral | 0.100 | 0.500 |" in (tmp_path / "out" / "gates.md").read_text()
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
