@@ -45,6 +45,10 @@ def collect(run: Path) -> dict | None:
             tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
                         "n": r["n"]}
     gates = _load(run / "gates.json") or []
+    wall = None
+    if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
+        times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text().splitlines() if line.strip()]
+        wall = (max(times) - min(times)) / 60 if len(times) > 1 else None
     m = cfg.get("method") or {}
     return {"run": run.name, "method": m.get("name"), "gate_init": m.get("gate_init"), "alpha": m.get("alpha"),
             "seed": cfg.get("seed"), "lang": lang, "steps": metrics.get("global_step"), "en": en, "new": new,
@@ -52,7 +56,7 @@ def collect(run: Path) -> dict | None:
             "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
             "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
                        "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
-            "tasks": tasks, "gates": gates[-1] if gates else None}
+            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall}
 
 
 def _label(r: dict) -> str:
@@ -73,8 +77,8 @@ def _d(v: float | None, ref: float | None) -> str:
 def table(rows: list[dict], base: dict | None) -> str:
     b_en = (base or {}).get("bpb", {}).get("en")
     b_new = (base or {}).get("bpb", {}).get("fr")
-    lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | numbers from |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | train min "
+             "| numbers from |", "|---|---|---|---|---|---|---|---|---|"]
     if base:
         bt = base.get("tasks") or {}
 
@@ -86,13 +90,14 @@ def table(rows: list[dict], base: dict | None) -> str:
             return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
 
         lines.append(f"| English base | {b_en:.4f} | {b_new:.4f} | {b_en + b_new:.4f} | {acc(TASKS[0])} | "
-                     f"{acc(TASKS[1])} | 0 | eval.json |")
+                     f"{acc(TASKS[1])} | 0 | – | eval.json |")
     for r in rows:
         tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" if t in r["tasks"] else "–" for t in TASKS]
         ref_en = b_en if b_en is not None and r["source"].startswith("eval") else r["start"]["en"]
         ref_new = b_new if b_new is not None and r["source"].startswith("eval") else r["start"]["new"]
         lines.append(f"| {_label(r)} | {r['en']:.4f} ({_d(r['en'], ref_en)}) | {r['new']:.4f} ({_d(r['new'], ref_new)}) "
-                     f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | {r['source']} |")
+                     f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | "
+                     f"{'–' if r['train_minutes'] is None else round(r['train_minutes'])} | {r['source']} |")
     return "\n".join(lines) + "\n"
 
 
