@@ -144,12 +144,43 @@ def curves_plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def base_curve(meta: dict, out: Path) -> str:
+    """The English base's build curve (nrl_base.json): a table and a plot of held-out bpb over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = meta["curve"]
+    keys = [("eval/bpb_en_indomain", "English Wikipedia, in-domain"), ("eval/bpb_en", "PubMed dev (50)"),
+            ("eval/bpb_fr", "French")]
+    lines = ["| step | " + " | ".join(k[1] for k in keys) + " | selection sum |", "|---" * (len(keys) + 2) + "|"]
+    for h in curve:
+        mark = " **(chosen)**" if h["step"] == meta["selected_step"] else ""
+        lines.append(f"| {h['step']}{mark} | " + " | ".join(f"{h[k]:.4f}" for k, _ in keys) +
+                     f" | {h['eval/bpb_en'] + h['eval/bpb_en_indomain']:.4f} |")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for k, label in keys:
+        ax.plot([h["step"] for h in curve], [h[k] for h in curve], marker="o", ms=3, label=label)
+    ax.axvline(meta["selected_step"], color="gray", ls=":", label=f"chosen step {meta['selected_step']}")
+    ax.set_xlabel("continued-pretraining step (8 × 256 English tokens)")
+    ax.set_ylabel("held-out bits per byte")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "base_curve.png", dpi=130)
+    plt.close(fig)
+    text = "\n".join(lines) + "\n"
+    (out / "base_curve.md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--base", type=Path, help="eval.json of the English base (python -m nr_lightning.evaluate "
                                              "backbone=smollm2-135m-en ...)")
     ap.add_argument("--out", type=Path, default=Path("runs/repro-report"))
+    ap.add_argument("--base-meta", type=Path, help="nrl_base.json of the English base: its build curve is drawn too")
     a = ap.parse_args(argv)
     rows = [r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r]
     base = _load(a.base) if a.base else None
@@ -160,6 +191,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                  "runs": rows}, indent=1, default=str) + "\n")
     if rows:
         curves_plot(rows, a.out / "curves.png")
+    if a.base_meta and a.base_meta.is_file():
+        print(base_curve(json.loads(a.base_meta.read_text()), a.out))
     print(table(rows, base))
     print(gates_table(rows))
     return rows
