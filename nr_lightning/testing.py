@@ -31,7 +31,7 @@ def tiny_model(arch: str = "llama", seed: int = 0, **kw):
 
 def fixture_data_args(fixtures) -> list[str]:
     """Overrides pointing every data source of a fr-vs-en run at the small real text fixtures
-    (../shared/fixtures/text), so tiny runs need no `make data`."""
+    (shipped in nr_lightning/evaluation/data/text), so tiny runs need no `make data`."""
     from pathlib import Path
 
     t = Path(fixtures) / "text"

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random decoders (seconds, no downloads) and paths to ../shared fixtures."""
+"""Shared fixtures: tiny random decoders (seconds, no downloads) and the evaluation files shipped in the package."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from nr_lightning.evaluation.fixtures import FIXTURES
 from nr_lightning.testing import tiny_model
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures"
-
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"../shared/fixtures not found at {FIXTURES}")
+    """nr_lightning/evaluation/data (benchmarks/, text/). Missing files fail the test, never skip it:
+    they ship with the repository, so their absence is a broken checkout or install."""
+    missing = [d for d in ("benchmarks", "text") if not (FIXTURES / d).is_dir()]
+    if missing:
+        pytest.fail(f"fixture folders {missing} missing under {FIXTURES}: restore them from git "
+                    "(git checkout -- nr_lightning/evaluation/data)", pytrace=False)
     return FIXTURES
 
 

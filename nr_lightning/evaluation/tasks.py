@@ -1,7 +1,8 @@
 """Multiple-choice task registry, loaders and prompt templates.
 
 Every task is normalised to a list of items ``{"id", "question", "choices", "label"}`` (+
-``"passage"`` for Belebele, ``"subject"`` for MMLU): the format of ``../shared/fixtures/benchmarks``.
+``"passage"`` for Belebele, ``"subject"`` for MMLU): the format of the shipped fixtures
+(``nr_lightning/evaluation/data/benchmarks``, see its ``SOURCES.md``).
 Sources are either a local JSONL in that format or a Hugging Face dataset (name, config, split),
 converted by a per-source function; the registry defaults to the fixture when it exists (offline),
 otherwise to the Hugging Face dataset.
@@ -20,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE_DIR = REPO.parent / "shared" / "fixtures" / "benchmarks"
+from .fixtures import BENCHMARKS as FIXTURE_DIR
 
 FAMILIES = ("arc_challenge", "hellaswag", "mmlu", "csqa", "belebele")
 LANGS = ("en", "fr", "de")
