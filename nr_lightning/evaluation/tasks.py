@@ -152,7 +152,7 @@ _HF: dict[tuple[str, str], HFSource] = {
     ("belebele", "fr"): HFSource("facebook/belebele", "fra_Latn", "test", None, "belebele"),
     ("belebele", "de"): HFSource("facebook/belebele", "deu_Latn", "test", None, "belebele"),
 }
-# OLMES shots and normalisation (Gu et al. 2024, Table 3): PMI for ARC-Challenge and CSQA, per-character
+# OLMES shots and normalisation (Gu et al. 2024): PMI for ARC-Challenge and CSQA, per-character
 # otherwise (ARC-Easy included).
 _DEFAULTS = {"arc_challenge": (5, "pmi"), "arc_easy": (5, "per_char"), "hellaswag": (0, "per_char"),
              "mmlu": (5, "per_char"), "csqa": (5, "pmi"), "belebele": (0, "per_char")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from nr_lightning.config import ConfigError, compose
@@ -43,13 +45,14 @@ def test_fsdp_strategy_defaults_wrap_decoder_layers(tiny_llama):
     assert s._state_dict_type == "full"
     ddp = build_strategy(compose(["trainer.strategy=ddp"]), model)
     assert isinstance(ddp, DDPStrategy) and ddp._process_group_backend == "gloo"
-    with pytest.raises(ConfigError, match="deepspeed"):
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            build_strategy(compose(["trainer.strategy=deepspeed"]), model)
-        else:
-            raise ConfigError("deepspeed is installed here: nothing to check")
+
+
+def test_deepspeed_without_the_package_is_a_config_error(tiny_llama, monkeypatch):
+    from nr_lightning import extend
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # `import deepspeed` fails, installed or not
+    with pytest.raises(ConfigError, match="needs the `deepspeed` package"):
+        build_strategy(compose(["trainer.strategy=deepspeed"]), extend(tiny_llama, method="neutral", budget=0.2))
 
 
 @pytest.mark.parametrize("backbone, layers, vocab, nonemb", [
