@@ -33,10 +33,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -291,10 +290,9 @@ class Sequence:
                 "weights": {}}
         args = [*self.train_args, *_data_args(data), f"run_dir={out}", f"trainer.max_steps={self.seq.router_steps}",
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
-        with _patched_build(builder):
-            from .train import main as train_main
+        from .train import main as train_main
 
-            train_main(args)
+        train_main(args, build=builder)
         state = {n: t.detach().cpu().contiguous() for n, t in _base_model(held["model"]).state_dict().items()
                  if ".nrl_router." in n}
         save_file(state, str(out / "router.safetensors"))
@@ -324,10 +322,9 @@ class Sequence:
             backbone, tok = _load_backbone(cfg)
             return self.train_model(backbone, k, cfg), tok, MixedLanguageDataModule(cfg.data, tok)
 
-        with _patched_build(builder):
-            from .train import main as train_main
+        from .train import main as train_main
 
-            train_main(args)
+        train_main(args, build=builder)
         return ext
 
     def heldout(self) -> dict[str, list[str]]:
@@ -401,25 +398,30 @@ class Sequence:
     def write(self, matrix: dict, k: int) -> None:
         (self.dir / MATRIX_JSON).write_text(json.dumps(matrix, indent=2) + "\n")
         (self.dir / MATRIX_MD).write_text(matrix_markdown(matrix))
+        # load_stack reads <dir>/router.safetensors: the router of the newest stage, trained over all stages
+        router = self.seq.strategy == "moe" and self.seq.router == "learned" and k > 0
+        if router:
+            shutil.copyfile(self._router_dir(k) / "router.safetensors", self.dir / "router.safetensors")
         meta = {"format": "nr-lightning-sequence", "strategy": self.seq.strategy, "method": self.cfg.method.name,
                 "mode": "stack" if self.sequential_adapters or self.seq.strategy == "moe" else self.seq.strategy,
                 "stages": self.seq.stages, "completed": k + 1,
                 "extensions": [str(p.relative_to(self.dir)) for p in self.ext],
-                "router": False, "sequence": asdict(self.seq), "train_args": self.train_args}
+                "router": router, "sequence": asdict(self.seq), "train_args": self.train_args}
         (self.dir / SEQUENCE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-@contextmanager
-def _patched_build(fn: Callable) -> Iterator[None]:
-    """Make `nr_lightning.train.main` build its model with `fn` (the rest of the run is unchanged)."""
-    from . import train
-
-    original = train.build
-    train.build = fn
-    try:
-        yield
-    finally:
-        train.build = original
+def load_sequence(path: str | Path, after_stage: int | None = None) -> tuple[nn.Module, object]:
+    """(model, tokenizer) of a sequence run directory after stage ``after_stage`` (1-based; default: the last
+    completed), rebuilt from disk as the run evaluated it, for every strategy."""
+    path = Path(path)
+    meta = json.loads((path / SEQUENCE_FILE).read_text())
+    opts = {k: v for k, v in meta["sequence"].items() if k in SEQ_KEYS} | {"run_dir": str(path)}
+    run = Sequence(SequenceConfig(**opts), list(meta["train_args"]))
+    run.ext = [path / e for e in meta["extensions"]]
+    k = meta["completed"] if after_stage is None else after_stage
+    if not 1 <= k <= meta["completed"]:
+        raise ValueError(f"{path}: after_stage={after_stage}, but {meta['completed']} stage(s) completed")
+    return run.eval_model(k - 1)
 
 
 # ----------------------------------------------------------------------------------------------- matrix

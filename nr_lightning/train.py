@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, compose, to_dict, to_yaml
@@ -118,7 +119,12 @@ def build(cfg: RunConfig):
     return model, tokenizer, dm
 
 
-def main(argv: list[str] | None = None) -> dict:
+default_build = build  # `main(build=None)`: the parameter shadows the function's name inside main
+
+
+def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] | None = None) -> dict:
+    """Train one run. ``build(cfg) -> (model, tokenizer, datamodule)`` replaces the default `build` (the
+    sequence runner passes one that stacks, merges or routes earlier stages); the rest of the run is the same."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
@@ -135,12 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
     try:
-        return _train(cfg)
+        return _train(cfg, build or default_build)
     finally:
         install_preemption_handler(restore=previous_usr1)
 
 
-def _train(cfg: RunConfig) -> dict:
+def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     from .plan import solve_accumulation
 
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
