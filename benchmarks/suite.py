@@ -258,8 +258,8 @@ def make_stepper(name: str, b: Bench, *, compile_model: bool = False, checkpoint
         return Stepper(name, b, model, step, trainable, _trainable_matmul(model), r)
 
     from nr_lightning.config import compose
-    from nr_lightning.module import ExtensionModule
-    from nr_lightning.plan import enable_activation_checkpointing
+    from nr_lightning.scale.plan import enable_activation_checkpointing
+    from nr_lightning.training.module import ExtensionModule
 
     method = "lora" if name == "lora" else name
     cfg = compose([f"method={method}", f"method.budget={b.budget}", "optim.lr_multiplier=1",

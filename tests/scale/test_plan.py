@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.plan import build_strategy, solve_accumulation, tokens_per_step, world_size
+from nr_lightning.scale.plan import build_strategy, solve_accumulation, tokens_per_step, world_size
 
 
 def test_global_batch_tokens_solves_accumulation():
@@ -60,7 +60,7 @@ def test_deepspeed_without_the_package_is_a_config_error(tiny_llama, monkeypatch
     ("gemma-2b", 18, 256000, 18 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 16384 + 2 * 2048) + 2048),
 ])
 def test_dry_run_plans_paper_backbones_on_meta(backbone, layers, vocab, nonemb, capsys):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     out = main(["method=neutral", f"backbone.name={backbone}", "backbone.dtype=bfloat16", "trainer=paper",
                 "trainer.num_nodes=2", "data.batch_size=4", "trainer.global_batch_tokens=262144",
@@ -84,7 +84,7 @@ def test_dry_run_plans_paper_backbones_on_meta(backbone, layers, vocab, nonemb, 
 
 
 def test_dry_run_unknown_backbone_is_clear():
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     with pytest.raises(ConfigError, match="shape presets|does not exist"):
         main(["backbone.name=./no/such/dir", "trainer.dry_run=true"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nr_lightning import extend, save_extension
+from nr_lightning.extension.merging import merge_stages, merge_task_tensors
 from nr_lightning.extension.stack import stage_adapters
-from nr_lightning.merging import merge_stages, merge_task_tensors
 from nr_lightning.testing import tiny_model
 
 T1 = torch.tensor([1.0, -2.0, 3.0, -0.5])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nr_lightning.backbone import load_backbone
-from nr_lightning.sequence import Sequence, load_sequence, main, parse_args
+from nr_lightning.continual.sequence import Sequence, load_sequence, main, parse_args
 
 IDS = torch.tensor([[1, 5, 9, 42, 7, 3, 100, 11]])
 TINY = ["backbone=tiny", "trainer.max_steps=2", "eval.max_docs=2", "eval.max_length=64", "eval.at_start=false",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import nr_lightning.precision as prec
+import nr_lightning.training.precision as prec
 
 
 def test_auto_follows_the_measurement(monkeypatch):

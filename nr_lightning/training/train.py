@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, compose, to_dict, to_yaml
+from ..config import ConfigError, RunConfig, compose, to_dict, to_yaml
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -104,9 +104,9 @@ def build(cfg: RunConfig):
     """Backbone + extension + data module, as the run will use them."""
     import torch
 
-    from . import extend
-    from .backbone import load_backbone
-    from .data import MixedLanguageDataModule
+    from .. import extend
+    from ..backbone import load_backbone
+    from ..data import MixedLanguageDataModule
 
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
     cfg = compose(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
-        from .plan import dry_run
+        from ..scale.plan import dry_run
 
         return dry_run(cfg)
     from .checkpointing import install_preemption_handler
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
 
 
 def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
-    from .plan import solve_accumulation
+    from ..scale.plan import solve_accumulation
 
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
     from .precision import resolve_precision
@@ -163,6 +163,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from ..scale.plan import build_strategy, enable_activation_checkpointing
     from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
     from .checkpointing import (
         AtomicCheckpointIO,
@@ -173,7 +174,6 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         resolve_checkpoint,
     )
     from .module import ExtensionModule
-    from .plan import build_strategy, enable_activation_checkpointing
 
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -245,7 +245,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     result = {"run_dir": str(run_dir), "config": to_dict(cfg), "parameters": module.report,
               "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None}
     if trainer.is_global_zero:
-        from . import save_extension
+        from .. import save_extension
 
         save_extension(model, run_dir / "extension")
         forgetting = next(c for c in callbacks if isinstance(c, ForgettingCurves))
@@ -260,7 +260,7 @@ PREEMPTED_EXIT = 3  # checkpoint written (and the SLURM job requeued): resume wi
 
 
 def cli() -> None:
-    from .data.sources import DataSourceError
+    from ..data.sources import DataSourceError
 
     try:
         result = main()

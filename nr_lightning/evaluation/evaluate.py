@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, RunConfig, from_dict
+from ..config import ConfigError, RunConfig, from_dict
 
 
 @dataclass
@@ -61,8 +61,8 @@ def parse(argv: list[str]) -> EvalRun:
 def load_model(ev: EvalRun):
     """(model, tokenizer, run config or None)."""
 
-    from . import load_extension
-    from .backbone import load_backbone
+    from .. import load_extension
+    from ..backbone import load_backbone
 
     run_cfg: RunConfig | None = None
     if ev.run:
@@ -83,7 +83,7 @@ def load_model(ev: EvalRun):
 
 
 def default_tasks(langs: list[str]) -> list[str]:
-    from .evaluation import TASKS
+    from . import TASKS
 
     return [name for name, spec in TASKS.items() if spec.lang in langs and spec.fixture.is_file()]
 
@@ -91,8 +91,8 @@ def default_tasks(langs: list[str]) -> list[str]:
 def evaluate(ev: EvalRun) -> dict:
     import torch
 
-    from .data import DataConfig, MixedLanguageDataModule
-    from .evaluation import bits_per_byte, multiple_choice
+    from ..data import DataConfig, MixedLanguageDataModule
+    from . import bits_per_byte, multiple_choice
 
     if ev.threads:
         torch.set_num_threads(ev.threads)

@@ -43,8 +43,8 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from .config import EXPERIMENTS, REPO, ConfigError, RunConfig, compose
-from .train import run_dir_for
+from ..config import EXPERIMENTS, REPO, ConfigError, RunConfig, compose
+from ..training.train import run_dir_for
 
 SWEEPS = EXPERIMENTS / "paper"
 SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher; reads line i+1 of $NRL_SWEEP
@@ -307,7 +307,7 @@ def log(msg: str) -> None:
 def train_one(args: list[str], in_process: bool) -> None:
     """One training run; raises on failure."""
     if in_process:
-        from .train import main as train_main
+        from ..training.train import main as train_main
 
         train_main(args)
         return
@@ -391,7 +391,7 @@ def evaluate_runs(runs: list[Run], eval_args: list[str], in_process: bool) -> No
         log(f"evaluate {label}: python -m nr_lightning.evaluate {shlex.join(args)}")
         try:
             if in_process:
-                from .evaluate import main as eval_main
+                from ..evaluation.evaluate import main as eval_main
 
                 eval_main(args)
             else:
@@ -404,7 +404,7 @@ def evaluate_runs(runs: list[Run], eval_args: list[str], in_process: bool) -> No
 
 def report(runs: list[Run], out: Path) -> None:
     """nr_lightning.report over the sweep's finished runs (+ backbone references) into `out`."""
-    from .report import main as report_main
+    from ..evaluation.report import main as report_main
 
     dirs = {r.run_dir for r in runs if r.state() == "done"}
     if not dirs:

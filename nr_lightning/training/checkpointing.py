@@ -154,7 +154,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
     is what the first launch of a requeueable SLURM job needs. A path -> that file, if valid.
     Raises ``ConfigError`` when checkpoints exist but none is readable, or the given file is damaged.
     """
-    from .config import ConfigError
+    from ..config import ConfigError
 
     if spec is None:
         return None

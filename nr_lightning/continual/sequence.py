@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import ConfigError, RunConfig, compose, group_choices
+from ..config import ConfigError, RunConfig, compose, group_choices
 
 STRATEGIES = ("stack", "olora", "continue", "merge", "moe", "joint")
 ROUTERS = ("gates", "learned")
@@ -97,7 +97,7 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
         raise ConfigError(f"unknown strategy {seq.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
     if seq.router not in ROUTERS:
         raise ConfigError(f"unknown router {seq.router!r}; valid choices: {', '.join(ROUTERS)}")
-    from .merging import MERGE_METHODS
+    from ..extension.merging import MERGE_METHODS
 
     if seq.merge not in MERGE_METHODS:
         raise ConfigError(f"unknown merge {seq.merge!r}; valid choices: {', '.join(MERGE_METHODS)}")
@@ -162,15 +162,15 @@ def _data_args(data: dict) -> list[str]:
 
 
 def _load_backbone(cfg: RunConfig):
-    from .backbone import load_backbone
-    from .train import DTYPES
+    from ..backbone import load_backbone
+    from ..training.train import DTYPES
 
     return load_backbone(cfg.backbone.name, dtype=getattr(torch, DTYPES[cfg.backbone.dtype]), seed=cfg.seed,
                          trust_remote_code=cfg.backbone.trust_remote_code)
 
 
 def _extend(backbone: nn.Module, cfg: RunConfig) -> nn.Module:
-    from .extension import extend
+    from ..extension import extend
 
     m = cfg.method
     return extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
@@ -180,8 +180,8 @@ def _extend(backbone: nn.Module, cfg: RunConfig) -> nn.Module:
 def merge_lora_sequence(backbone: nn.Module, paths: list[Path]) -> tuple[nn.Module, list[dict]]:
     """Apply sequential LoRA stages: load each on the running model and merge it in. Returns the plain
     model and each stage's A matrices (for the O-LoRA penalty)."""
-    from .extension import load_extension
-    from .olora import lora_a_matrices
+    from ..extension import load_extension
+    from ..extension.olora import lora_a_matrices
 
     a_mats = []
     for p in paths:
@@ -212,7 +212,7 @@ class Sequence:
 
     def train_model(self, backbone: nn.Module, k: int, cfg: RunConfig) -> nn.Module:
         """The model stage k trains, built on a fresh backbone from the earlier stages' saved extensions."""
-        from .extension import add_stage, load_extension, load_stages
+        from ..extension import add_stage, load_extension, load_stages
 
         s = self.seq.strategy
         if k == 0 or s in ("merge", "moe", "joint"):
@@ -223,7 +223,7 @@ class Sequence:
             return add_stage(model, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
                              placement=m.placement, method=m.name)
         if s in ("stack", "olora"):  # sequential LoRA: earlier LoRAs merged into the backbone, fresh LoRA
-            from .olora import OLoRAPenalty
+            from ..extension.olora import OLoRAPenalty
 
             base, a_mats = merge_lora_sequence(backbone, self.ext[:k])
             model = _extend(base, cfg)
@@ -234,8 +234,8 @@ class Sequence:
 
     def eval_model(self, k: int) -> tuple[nn.Module, object]:
         """The model after stage k, rebuilt from the saved extensions (and merged / routed as the strategy says)."""
-        from .extension import load_extension, load_stages
-        from .merging import merge_stages
+        from ..extension import load_extension, load_stages
+        from ..extension.merging import merge_stages
 
         backbone, tok = _load_backbone(self.cfg)
         s, paths = self.seq.strategy, self.ext[:k + 1]
@@ -259,8 +259,8 @@ class Sequence:
     def _load_router(self, model: nn.Module, k: int) -> nn.Module:
         from safetensors.torch import load_file
 
-        from .extension import add_router
-        from .extension.arch import _base_model
+        from ..extension import add_router
+        from ..extension.arch import _base_model
 
         add_router(model)
         _base_model(model).load_state_dict(load_file(str(self._router_dir(k) / "router.safetensors")), strict=False)
@@ -270,8 +270,8 @@ class Sequence:
         """Train a softmax router over stages 0..k (everything else frozen) on all seen languages."""
         from safetensors.torch import save_file
 
-        from .extension import add_router, load_stages
-        from .extension.arch import _base_model
+        from ..extension import add_router, load_stages
+        from ..extension.arch import _base_model
 
         out = self._router_dir(k)
         if (out / "router.safetensors").is_file():
@@ -279,7 +279,7 @@ class Sequence:
         held: dict[str, nn.Module] = {}
 
         def builder(cfg: RunConfig):
-            from .data import MixedLanguageDataModule
+            from ..data import MixedLanguageDataModule
 
             backbone, tok = _load_backbone(cfg)
             model = add_router(load_stages(backbone, self.ext[:k + 1]))
@@ -290,7 +290,7 @@ class Sequence:
                 "weights": {}}
         args = [*self.train_args, *_data_args(data), f"run_dir={out}", f"trainer.max_steps={self.seq.router_steps}",
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
-        from .train import main as train_main
+        from ..training.train import main as train_main
 
         train_main(args, build=builder)
         state = {n: t.detach().cpu().contiguous() for n, t in _base_model(held["model"]).state_dict().items()
@@ -300,7 +300,7 @@ class Sequence:
     # ------------------------------------------------------------------ stages
     def run_stage(self, k: int) -> Path:
         """Train stage k (skipped when its extension already exists: a rerun resumes the sequence)."""
-        from .extension.api import WEIGHTS_FILE
+        from ..extension.api import WEIGHTS_FILE
 
         stage_dir = self.dir / f"stage_{k}"
         ext = stage_dir / "extension"
@@ -315,14 +315,14 @@ class Sequence:
             args.append("ckpt_path=last")
 
         def builder(cfg: RunConfig):
-            from .data import MixedLanguageDataModule
+            from ..data import MixedLanguageDataModule
 
             if cfg.trainer.num_threads:
                 torch.set_num_threads(cfg.trainer.num_threads)
             backbone, tok = _load_backbone(cfg)
             return self.train_model(backbone, k, cfg), tok, MixedLanguageDataModule(cfg.data, tok)
 
-        from .train import main as train_main
+        from ..training.train import main as train_main
 
         train_main(args, build=builder)
         return ext
@@ -330,7 +330,7 @@ class Sequence:
     def heldout(self) -> dict[str, list[str]]:
         """Held-out texts of every column: each stage language and `en` (the English forgetting set)."""
         if self._texts is None:
-            from .data import MixedLanguageDataModule
+            from ..data import MixedLanguageDataModule
 
             data = asdict(self.cfg.data) | {"learn": list(self.seq.stages), "weights": {}}
             dm = MixedLanguageDataModule(data, tokenizer=None)
@@ -360,7 +360,7 @@ class Sequence:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, tok, columns: list[str]) -> dict[str, float]:
-        from .evaluation import bits_per_byte
+        from ..evaluation import bits_per_byte
 
         ev, texts = self.cfg.eval, self.heldout()
         return {c: float(bits_per_byte(model, tok, texts[c], max_length=ev.max_length, batch_size=ev.batch_size))
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    from .data.sources import DataSourceError
+    from ..data.sources import DataSourceError
 
     try:
         main()

@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .evaluation.scoring import hidden_and_head
-from .extension import extension_parameters, local_losses, parameter_report
+from ..config import RunConfig
+from ..evaluation.scoring import hidden_and_head
+from ..extension import extension_parameters, local_losses, parameter_report
 from .loss import causal_lm_loss
 
 
