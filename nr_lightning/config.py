@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
+from .registry import GATES, INITS, METHODS, PLACEMENTS
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
-METHOD_NAMES = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+METHOD_NAMES = METHODS
 
 
 @dataclass
@@ -114,9 +115,9 @@ class RunConfig:
 
 CHOICES = {
     "method.name": METHOD_NAMES,
-    "method.gate": (None, "elu", "relu", "sigmoid", "none"),
-    "method.init": (None, "low_variance", "he"),
-    "method.placement": ("parallel", "serial"),
+    "method.gate": (None, *GATES),
+    "method.init": (None, *INITS),
+    "method.placement": PLACEMENTS,
     "backbone.dtype": ("float32", "bfloat16", "float16"),
     "optim.schedule": ("cosine", "constant"),
     "trainer.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),

@@ -43,10 +43,8 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig, compose, group_choices
+from ..registry import ADAPTER_METHODS, MERGE_METHODS, ROUTERS, STRATEGIES
 
-STRATEGIES = ("stack", "olora", "continue", "merge", "moe", "joint")
-ROUTERS = ("gates", "learned")
-ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")
 SEQUENCE_FILE, MATRIX_JSON, MATRIX_MD = "sequence.json", "forgetting.json", "forgetting.md"
 BASELINE_ROW = "backbone"
 
@@ -97,8 +95,6 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
         raise ConfigError(f"unknown strategy {seq.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
     if seq.router not in ROUTERS:
         raise ConfigError(f"unknown router {seq.router!r}; valid choices: {', '.join(ROUTERS)}")
-    from ..extension.merging import MERGE_METHODS
-
     if seq.merge not in MERGE_METHODS:
         raise ConfigError(f"unknown merge {seq.merge!r}; valid choices: {', '.join(MERGE_METHODS)}")
     if not seq.stages or len(set(seq.stages)) != len(seq.stages):

@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-GATES = ("elu", "relu", "sigmoid", "none")
-INITS = ("low_variance", "he")
-PLACEMENTS = ("parallel", "serial")
+from ..registry import GATES, INITS, PLACEMENTS  # noqa: F401  (re-exported by nr_lightning.extension)
 
 _GATE_FNS = {"elu": F.elu, "relu": F.relu, "sigmoid": torch.sigmoid}
 

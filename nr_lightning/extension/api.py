@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..registry import ADAPTER_METHODS, METHODS
 from .adapter import GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
 
-METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
-ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")
 # Per-method defaults (SPEC §2): vanilla adapters are ungated with He init; the gated methods use low-variance init.
 METHOD_DEFAULTS = {
     "adapters": {"gate": "none", "init": "he"},

@@ -38,10 +38,10 @@ from peft.utils import merge_utils
 from safetensors.torch import load_file
 from torch import nn
 
+from ..registry import MERGE_METHODS
 from .api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE
 from .arch import _base_model
 
-MERGE_METHODS = ("linear", "ties", "dare", "dare_ties", "magnitude")
 ADAPTER_MERGES = ("linear", "dare")
 
 __all__ = ["ADAPTER_MERGES", "MERGE_METHODS", "lora_deltas", "merge_adapter_stages", "merge_stages",

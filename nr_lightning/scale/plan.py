@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig, to_dict
+from ..registry import METHODS
 
 GIB = 2**30
-METHOD_ORDER = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+METHOD_ORDER = METHODS
 
 
 def _shape_presets() -> dict[str, Any]:

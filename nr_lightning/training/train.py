@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, compose, to_dict, to_yaml
+from ..registry import ADAPTER_METHODS
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -206,7 +207,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     ]
     if os.environ.get("NRL_TEST_STEP_DELAY"):  # test hook: slow steps so a test can kill/signal mid-run
         callbacks.append(StepDelay(float(os.environ["NRL_TEST_STEP_DELAY"])))
-    if ev.gate_stats and cfg.method.name in ("adapters", "sigmoid", "neutral"):
+    if ev.gate_stats and cfg.method.name in ADAPTER_METHODS:
         batches = {}
         for name, texts in heldout.items():
             enc = tokenizer(texts[:4], return_tensors="pt", truncation=True, max_length=128, padding="max_length")
