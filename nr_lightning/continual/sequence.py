@@ -1,4 +1,4 @@
-"""Sequential knowledge addition (SPEC §8, seeds/003): train stage after stage, measure forgetting.
+"""Sequential knowledge addition (docs/sequence.md): train stage after stage, measure forgetting.
 
     python -m nr_lightning.sequence stages=[fr,de] strategy=stack method=neutral backbone=tiny \\
         trainer.max_steps=50 data.p=0.1 run_dir=runs/seq-neutral

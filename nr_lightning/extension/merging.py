@@ -1,4 +1,4 @@
-"""Merging per-stage extensions trained independently from the same backbone (seeds/003, SPEC §8).
+"""Merging per-stage extensions trained independently from the same backbone (docs/sequence.md).
 
 Task vectors tau_k (what stage k adds to the backbone) are merged with PEFT's merge utilities
 (`peft.utils.merge_utils`) and added to the backbone:

@@ -40,7 +40,7 @@ def _shape_presets() -> dict[str, Any]:
     from transformers import GemmaConfig, LlamaConfig
 
     return {
-        # SPEC §5: 1B English-only / multilingual backbones: 16 layers, d 2048, FFN 5632, gated SiLU, GQA.
+        # The paper's 1B English-only / multilingual backbones: 16 layers, d 2048, FFN 5632, gated SiLU, GQA.
         # Head counts and untied embeddings are our assumption (the paper gives neither).
         "paper-1b": LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
                                 num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,

@@ -52,7 +52,7 @@ def test_paper_sweeps_expand_and_compose_at_both_scales(path):
             if scale == "cpu":
                 assert c.backbone.name == "smollm2-135m" and c.trainer.accelerator == "cpu"
                 assert c.trainer.max_steps <= 300
-            else:  # SPEC §5: 100k steps x 64 x 4096 (Gemma-2B: 150k steps x 8 x 4096)
+            else:  # the paper: 100k steps x 64 x 4096 (Gemma-2B: 150k steps x 8 x 4096)
                 t = c.trainer
                 batch = t.devices * t.num_nodes * c.data.batch_size * t.accumulate_grad_batches
                 gemma = "gemma" in c.backbone.name
