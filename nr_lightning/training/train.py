@@ -148,39 +148,54 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
 
 
 def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
-    from ..scale.plan import solve_accumulation
+    """One run, in the order it happens; each step is a helper below."""
+    from .checkpointing import Preempted, resolve_checkpoint
 
-    solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
-    from .precision import resolve_precision
-
-    cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
-    resuming = cfg.ckpt_path is not None
-    run_dir = run_dir_for(cfg)
-    prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb)
-
-    import lightning as L
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from ..scale.plan import build_strategy, enable_activation_checkpointing
-    from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
-    from .checkpointing import (
-        AtomicCheckpointIO,
-        LossHistory,
-        Preempted,
-        PreemptionCheckpoint,
-        StepDelay,
-        resolve_checkpoint,
-    )
-    from .module import ExtensionModule
-
+    run_dir = _prepare(cfg)  # accumulation, precision, run directory: all fail before anything loads
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
+    import lightning as L
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     rank_zero = _env_rank_zero()
     if rank_zero:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    module, dm, tokenizer = _build_module(cfg, build, run_dir, rank_zero)
+    callbacks = _callbacks(cfg, run_dir, dm, tokenizer, resuming=ckpt_path is not None)
+    trainer = _trainer(cfg, module.model, run_dir, callbacks)
+    if cfg.trainer.compile:
+        module.compile_model()
+    inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
+    if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
+        os.environ["NRL_RUN_DIR"] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Preempted as e:
+        return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(e.path), "global_step": e.step,
+                "requeued": e.requeued}
+    finally:
+        if inherit:
+            os.environ.pop("NRL_RUN_DIR", None)
+    return _finish(cfg, run_dir, module, trainer, callbacks, ckpt_path)
+
+
+def _prepare(cfg: RunConfig) -> Path:
+    """Resolve accumulation and precision, create and check the run directory."""
+    from ..scale.plan import solve_accumulation
+    from .precision import resolve_precision
+
+    solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
+    cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
+    run_dir = run_dir_for(cfg)
+    prepare_run_dir(run_dir, cfg.ckpt_path is not None, min_free_gb=cfg.trainer.min_free_gb)
+    return run_dir
+
+
+def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: Path, rank_zero: bool):
+    """(LightningModule, DataModule, tokenizer); the data is checked and the plan printed / written."""
+    from ..scale.plan import enable_activation_checkpointing
+    from .module import ExtensionModule
+
     model, tokenizer, dm = build(cfg)
     dm.setup("fit")  # fail on missing / empty data before training starts
     enable_activation_checkpointing(model, cfg)
@@ -189,6 +204,15 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     text = banner(cfg, module.report, info, run_dir)
     if rank_zero:
         (run_dir / "plan.txt").write_text(text + "\n")
+    return module, dm, tokenizer
+
+
+def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> list:
+    """Checkpoints, forgetting curves on every held-out set, loss history, preemption, gate statistics."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
+    from .checkpointing import LossHistory, PreemptionCheckpoint, StepDelay
 
     ev = cfg.eval
     heldout = {}
@@ -200,7 +224,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True, save_top_k=-1),
         ForgettingCurves(heldout, tokenizer, every_n_steps=ev.every_n_steps, max_length=ev.max_length,
-                         batch_size=ev.batch_size, at_start=ev.at_start and ckpt_path is None,
+                         batch_size=ev.batch_size, at_start=ev.at_start and not resuming,
                          out_file=run_dir / "curves.json"),
         LossHistory(run_dir / "losses.jsonl"),
         PreemptionCheckpoint(run_dir / "checkpoints"),
@@ -216,12 +240,24 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
                       GateSpectra(ev.every_n_steps)]
     if sys.stderr.isatty():
         callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
+    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, TensorBoard logger."""
+    import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ..scale.plan import build_strategy
+    from .checkpointing import AtomicCheckpointIO
+
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = L.Trainer(
+    return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=build_strategy(cfg, model), precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps, logger=logger,
@@ -229,26 +265,18 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         limit_val_batches=0, detect_anomaly=t.detect_anomaly, use_distributed_sampler=False,
         enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
     )
-    if t.compile:
-        module.compile_model()
-    inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
-    if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
-        os.environ["NRL_RUN_DIR"] = str(run_dir)
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except Preempted as e:
-        return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(e.path), "global_step": e.step,
-                "requeued": e.requeued}
-    finally:
-        if inherit:
-            os.environ.pop("NRL_RUN_DIR", None)
+
+
+def _finish(cfg: RunConfig, run_dir: Path, module, trainer, callbacks: list, ckpt_path) -> dict:
+    """The result; on rank 0 also the saved extension and metrics.json."""
+    from .callbacks import ForgettingCurves
 
     result = {"run_dir": str(run_dir), "config": to_dict(cfg), "parameters": module.report,
               "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None}
     if trainer.is_global_zero:
         from .. import save_extension
 
-        save_extension(model, run_dir / "extension")
+        save_extension(module.model, run_dir / "extension")
         forgetting = next(c for c in callbacks if isinstance(c, ForgettingCurves))
         result["curves"] = forgetting.history
         result["final_bpb"] = forgetting.final
