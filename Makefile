@@ -68,8 +68,8 @@ test-slurm: setup ## start a local single-node SLURM (root, Debian) and run the 
 	bash .ci/slurm-up.sh
 	$(PYBIN) -m pytest -m slurm -q -rs tests/scale; rc=$$?; bash .ci/slurm-down.sh; exit $$rc
 
-test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores)
-	$(PYBIN) -m pytest -q
+test: setup ## run the default test suite (tiny models, < 10 min on 2 CPU cores), printing why anything skipped
+	$(PYBIN) -m pytest -q -rs
 
 test-slow: data ## run the slow tests (real SmolLM2 backbone, lm-eval cross-checks)
 	$(PYBIN) -m pytest -q -m slow

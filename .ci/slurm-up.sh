@@ -1,6 +1,6 @@
 #!/bin/bash
 # Bring up a single-node SLURM (Debian 12 packages) on this host, as root, without systemd.
-# Recipe and gotchas: ../shared/notes/slurm-local.md. Daemon PIDs go to $SLURM_CI_DIR/pids;
+# Recipe and gotchas: docs/cluster.md. Daemon PIDs go to $SLURM_CI_DIR/pids;
 # .ci/slurm-down.sh stops exactly those. Exit status 0 only when the node is idle.
 set -euo pipefail
 SLURM_CI_DIR=${SLURM_CI_DIR:-${TMPDIR:-/tmp}/slurm-ci}

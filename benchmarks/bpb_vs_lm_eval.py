@@ -15,12 +15,12 @@ import math
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-PUBMED = REPO.parent / "shared" / "fixtures" / "text" / "pubmed_en_dev.jsonl"
+from nr_lightning.evaluation.fixtures import fixture_path
+
+PUBMED = fixture_path("text/pubmed_en_dev.jsonl")
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+TEXT = REPO / "nr_lightning" / "evaluation" / "data" / "text"  # the shipped text fixtures
 SECTIONS = ("matmul", "train", "memory", "compile", "ckpt", "data", "eval", "seqlen")
 TRAIN_METHODS = ("neutral", "adapters", "lora", "peft_loop", "finetune")
 KEY_METHODS = ("neutral", "peft_loop", "finetune")  # the ratios of the targets: measured in every repeat
@@ -152,7 +152,7 @@ def shapes(model) -> dict:
 
 
 def flops_per_token(s: dict, trainable_matmul: int, seq: int, mode: str) -> float:
-    """Useful FLOPs per token (no recomputation, no causal skipping, as in ../shared/notes/perf-anchors.md).
+    """Useful FLOPs per token (no recomputation, no causal skipping, as in docs/performance.md).
 
     Attention scores + mixing: 4*T*attn_width per layer forward. Frozen weights cost forward (2N) plus
     the activation gradients (2N); trained weights add their weight gradients (2N): 6N in all.
@@ -258,8 +258,8 @@ def make_stepper(name: str, b: Bench, *, compile_model: bool = False, checkpoint
         return Stepper(name, b, model, step, trainable, _trainable_matmul(model), r)
 
     from nr_lightning.config import compose
-    from nr_lightning.module import ExtensionModule
-    from nr_lightning.plan import enable_activation_checkpointing
+    from nr_lightning.scale.plan import enable_activation_checkpointing
+    from nr_lightning.training.module import ExtensionModule
 
     method = "lora" if name == "lora" else name
     cfg = compose([f"method={method}", f"method.budget={b.budget}", "optim.lr_multiplier=1",
@@ -438,7 +438,7 @@ def bench_data(b: Bench, train_tok_s: float | None, log) -> dict:
     over: dict[str, Any] = {"seq_len": b.seq, "batch_size": b.batch}
     corpora = REPO / ".cache" / "corpora"
     if b.quick or not (corpora / "fr").exists():
-        t = SHARED / "fixtures" / "text"
+        t = TEXT
         over.update({"new": {"path": str(t / "sentences_fr_dev.jsonl")}, "en": {"path": str(t / "sentences_en_dev.jsonl")}})
     dm = MixedLanguageDataModule(over, tok)
     it = iter(dm.train_dataloader(rank=0, world_size=1))
@@ -465,7 +465,7 @@ def bench_eval(b: Bench, s: dict, peak: float, log) -> dict:
 
     model, tok = load(b)
     model.eval()
-    src = SHARED / "fixtures" / "text" / "pubmed_en_dev.jsonl"
+    src = TEXT / "pubmed_en_dev.jsonl"
     with open(src, encoding="utf-8") as f:
         texts = [json.loads(line)["text"] for line in f][: b.eval_docs]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)

@@ -18,13 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
-from .data.datamodule import MIXINGS
-from .extension.adapter import GATE_INITS
+from .registry import GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
 GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
-METHOD_NAMES = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+METHOD_NAMES = METHODS
 
 
 @dataclass
@@ -46,7 +45,7 @@ class MethodConfig:
     gate_init: str = "he"  # block gate w_b: he (var 2/d, the paper's reading) | low_variance (as W_in/W_gate)
     placement: str = "parallel"  # parallel | serial
     lora_alpha_ratio: float = 2.0  # LoRA alpha = ratio * rank
-    alpha: float = 0.0  # weight of the sparsity loss (neutral: 0.01, SPEC §3)
+    alpha: float = 0.0  # weight of the sparsity loss (neutral: 0.01, docs/method.md)
     beta: float = 0.0  # weight of the gate BCE loss (sigmoid: 1.0)
     lr: float = 2e-4  # peak learning rate (paper: 5e-5 finetune/LoRA, 2e-4 adapters)
 
@@ -61,7 +60,7 @@ class OptimConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of the peak lr
     grad_clip: float = 1.0  # 0 disables clipping
-    # The optimizer's peak lr = method.lr * lr_multiplier. method.lr holds the paper's values (SPEC §5), tuned
+    # The optimizer's peak lr = method.lr * lr_multiplier. method.lr holds the paper's values (paper Sec. 4.1), tuned
     # for 100k-step runs; the short CPU-scale runs of experiments/config.yaml use 10x (trainer=paper resets 1).
     lr_multiplier: float = 1.0
 
@@ -123,11 +122,11 @@ class RunConfig:
 
 CHOICES = {
     "method.name": METHOD_NAMES,
-    "method.gate": (None, "elu", "relu", "sigmoid", "none"),
-    "method.init": (None, "low_variance", "he"),
+    "method.gate": (None, *GATES),
+    "method.init": (None, *INITS),
     "method.gate_init": GATE_INITS,
+    "method.placement": PLACEMENTS,
     "data.mixing": MIXINGS,
-    "method.placement": ("parallel", "serial"),
     "backbone.dtype": ("float32", "bfloat16", "float16"),
     "optim.schedule": ("cosine", "constant"),
     "trainer.accelerator": ("cpu", "gpu", "cuda", "mps", "auto"),

@@ -105,9 +105,9 @@ class KeepBest(L.Callback):
 
 def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: bool = False) -> Path:
     """Build (or resume building) the English base; return its HF directory."""
-    from . import train
     from .backbone import load_tokenizer
-    from .callbacks import ForgettingCurves
+    from .training import train
+    from .training.callbacks import ForgettingCurves
 
     out = base_dir()
     if is_built() and not force:

@@ -121,7 +121,7 @@ def curves_plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import MARKERS
+    from .evaluation.report import MARKERS
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for r in rows:

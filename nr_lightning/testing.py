@@ -29,9 +29,19 @@ def tiny_model(arch: str = "llama", seed: int = 0, **kw):
     return model
 
 
+# The only skips the default suite may have: hardware a CPU-only machine lacks (FSDP needs a GPU in this
+# Lightning). `.ci/run` sets NRL_STRICT_SKIPS=1, and tests/conftest.py then fails the run on any other skip.
+HARDWARE_SKIPS = ("GPU", "CUDA", "FSDP")
+
+
+def unexpected_skips(reasons: list[str]) -> list[str]:
+    """The skip reasons that do not name missing hardware (GPU, CUDA, FSDP)."""
+    return [r for r in reasons if not any(h in r for h in HARDWARE_SKIPS)]
+
+
 def fixture_data_args(fixtures) -> list[str]:
     """Overrides pointing every data source of a fr-vs-en run at the small real text fixtures
-    (../shared/fixtures/text), so tiny runs need no `make data`."""
+    (shipped in nr_lightning/evaluation/data/text), so tiny runs need no `make data`."""
     from pathlib import Path
 
     t = Path(fixtures) / "text"

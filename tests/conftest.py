@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random decoders (seconds, no downloads) and paths to ../shared fixtures."""
+"""Shared fixtures: tiny random decoders (seconds, no downloads) and the evaluation files shipped in the package."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from nr_lightning.testing import tiny_model
+from nr_lightning.evaluation.fixtures import FIXTURES
+from nr_lightning.testing import tiny_model, unexpected_skips
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"../shared/fixtures not found at {FIXTURES}")
+    """nr_lightning/evaluation/data (benchmarks/, text/). Missing files fail the test, never skip it:
+    they ship with the repository, so their absence is a broken checkout or install."""
+    missing = [d for d in ("benchmarks", "text") if not (FIXTURES / d).is_dir()]
+    if missing:
+        pytest.fail(f"fixture folders {missing} missing under {FIXTURES}: restore them from git "
+                    "(git checkout -- nr_lightning/evaluation/data)", pytrace=False)
     return FIXTURES
 
 
@@ -34,3 +36,19 @@ def smollm2_tokenizer():
     from nr_lightning.backbone import load_tokenizer
 
     return load_tokenizer("tiny")
+
+
+_SKIPS: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail") and isinstance(report.longrepr, tuple):  # (file, line, reason)
+        _SKIPS.append(f"{report.nodeid}: {report.longrepr[2]}")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """With NRL_STRICT_SKIPS=1 (.ci/run) any skip but missing GPU/FSDP hardware fails the run."""
+    bad = unexpected_skips(_SKIPS)
+    if os.environ.get("NRL_STRICT_SKIPS") == "1" and bad and session.exitstatus == 0:
+        print("\nerror: skips other than GPU/FSDP (NRL_STRICT_SKIPS=1): fix what they need:\n  " + "\n  ".join(bad))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

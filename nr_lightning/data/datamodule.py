@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..registry import MIXINGS
 from .sources import DataSourceError, TextSource, open_source
 
 __all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "MixedLanguageStream", "mixing_plan"]
@@ -148,7 +149,6 @@ def _packaged(spec: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------- mixing
 
-MIXINGS = ("random", "stratified")
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 
 

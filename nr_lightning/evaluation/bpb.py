@@ -1,6 +1,6 @@
 """Bits per byte on held-out text, with lm-evaluation-harness's ``loglikelihood_rolling`` semantics.
 
-``bpb = Σ_docs Σ_tokens NLL_nats / (ln 2 · Σ_docs len(doc.encode("utf-8")))`` (SPEC §6): the same
+``bpb = Σ_docs Σ_tokens NLL_nats / (ln 2 · Σ_docs len(doc.encode("utf-8")))`` (docs/evaluation.md): the same
 aggregate as lm-eval's ``bits_per_byte`` metric (a byte-weighted mean over documents, not a mean of
 per-document values).
 

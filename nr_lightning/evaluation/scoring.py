@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..registry import HEAD_ONLY_MODEL_TYPES
+
 DEFAULT_MAX_LENGTH = 2048
 _TOKENIZER_INFINITY = 1000000000000000019884624838656
 
@@ -80,9 +82,7 @@ def accepts_logits_to_keep(model) -> bool:
         return False
 
 
-# model_type values whose CausalLM forward is exactly `lm_head(decoder(...).last_hidden_state)` (plus Gemma-2/3's
-# optional final soft-capping): for these the head can run on the scored positions only.
-_HEAD_ONLY_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "smollm3"})
+_HEAD_ONLY_TYPES = HEAD_ONLY_MODEL_TYPES  # forward = lm_head(decoder(...)): the head can run on scored positions
 
 
 def hidden_and_head(model):

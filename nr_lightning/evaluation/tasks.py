@@ -1,7 +1,8 @@
 """Multiple-choice task registry, loaders and prompt templates.
 
 Every task is normalised to a list of items ``{"id", "question", "choices", "label"}`` (+
-``"passage"`` for Belebele, ``"subject"`` for MMLU): the format of ``../shared/fixtures/benchmarks``.
+``"passage"`` for Belebele, ``"subject"`` for MMLU): the format of the shipped fixtures
+(``nr_lightning/evaluation/data/benchmarks``, see its ``SOURCES.md``).
 Sources are either a local JSONL in that format or a Hugging Face dataset (name, config, split),
 converted by a per-source function; the registry defaults to the fixture when it exists (offline),
 otherwise to the Hugging Face dataset.
@@ -20,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURE_DIR = REPO.parent / "shared" / "fixtures" / "benchmarks"
+from .fixtures import BENCHMARKS as FIXTURE_DIR
 
-FAMILIES = ("arc_challenge", "hellaswag", "mmlu", "csqa", "belebele")
+FAMILIES = ("arc_challenge", "arc_easy", "hellaswag", "mmlu", "csqa", "belebele")
 LANGS = ("en", "fr", "de")
 NORMALIZATIONS = ("none", "per_token", "per_char", "pmi")
 UNCONDITIONAL_PROMPT = "Answer:"  # OLMES's unconditional prompt for PMI
@@ -137,6 +137,8 @@ _HF: dict[tuple[str, str], HFSource] = {
     ("arc_challenge", "en"): HFSource("allenai/ai2_arc", "ARC-Challenge", "test", "train", "ai2_arc"),
     ("arc_challenge", "fr"): HFSource("alexandrainst/m_arc", "fr", "test", "train", "okapi"),
     ("arc_challenge", "de"): HFSource("alexandrainst/m_arc", "de", "test", "train", "okapi"),
+    # Okapi's ARC-Easy fr/de are not on the hub (m_arc is ARC-Challenge only): fixture-only
+    ("arc_easy", "en"): HFSource("allenai/ai2_arc", "ARC-Easy", "test", "train", "ai2_arc"),
     ("hellaswag", "en"): HFSource("Rowan/hellaswag", None, "validation", "train", "hellaswag"),
     ("hellaswag", "fr"): HFSource("alexandrainst/m_hellaswag", "fr", "val", None, "okapi_hellaswag"),
     ("hellaswag", "de"): HFSource("alexandrainst/m_hellaswag", "de", "val", None, "okapi_hellaswag"),
@@ -150,16 +152,28 @@ _HF: dict[tuple[str, str], HFSource] = {
     ("belebele", "fr"): HFSource("facebook/belebele", "fra_Latn", "test", None, "belebele"),
     ("belebele", "de"): HFSource("facebook/belebele", "deu_Latn", "test", None, "belebele"),
 }
-# OLMES shots and normalisation (SPEC §6): PMI for ARC-Challenge and CSQA, per-character otherwise.
-_DEFAULTS = {"arc_challenge": (5, "pmi"), "hellaswag": (0, "per_char"), "mmlu": (5, "per_char"),
-             "csqa": (5, "pmi"), "belebele": (0, "per_char")}
+# OLMES shots and normalisation (Gu et al. 2024): PMI for ARC-Challenge and CSQA, per-character
+# otherwise (ARC-Easy included).
+_DEFAULTS = {"arc_challenge": (5, "pmi"), "arc_easy": (5, "per_char"), "hellaswag": (0, "per_char"),
+             "mmlu": (5, "per_char"), "csqa": (5, "pmi"), "belebele": (0, "per_char")}
+# `<task>_more`: 500 later items of the same source (see data/SOURCES.md), a task of its own rather than
+# appended to `<task>`, so the 20-item tasks, and every score already measured on them, stay as they are.
+# Fixture-only: the slice has no Hugging Face equivalent.
+MORE = (*[("arc_challenge", lang) for lang in LANGS], *[("mmlu", lang) for lang in LANGS],
+        ("csqa", "en"), ("belebele", "en"))
+
+
+def _spec(fam: str, lang: str, variant: str = "") -> TaskSpec:
+    name = f"{fam}_{lang}{variant}"
+    return TaskSpec(name=name, family=fam, lang=lang, shots=_DEFAULTS[fam][0], normalization=_DEFAULTS[fam][1],
+                    hf=None if variant else _HF.get((fam, lang)), fixture=FIXTURE_DIR / f"{name}.jsonl")
+
 
 TASKS: dict[str, TaskSpec] = {
-    f"{fam}_{lang}": TaskSpec(name=f"{fam}_{lang}", family=fam, lang=lang, shots=_DEFAULTS[fam][0],
-                              normalization=_DEFAULTS[fam][1], hf=_HF[(fam, lang)],
-                              fixture=FIXTURE_DIR / f"{fam}_{lang}.jsonl")
-    for fam in FAMILIES for lang in LANGS
+    **{f"{fam}_{lang}": _spec(fam, lang) for fam in FAMILIES for lang in LANGS},
+    **{f"{fam}_{lang}_more": _spec(fam, lang, "_more") for fam, lang in MORE},
 }
+_NAME = re.compile(rf"^(?P<family>{'|'.join(FAMILIES)})_(?P<lang>{'|'.join(LANGS)})(?P<variant>_more)?$")
 
 # --------------------------------------------------------------------------- loading
 
@@ -197,11 +211,16 @@ def load_hf(source: HFSource, split: str | None = None) -> list[dict]:
     return [validate_item(conv(dict(row), i), f"{source.path}:{i}") for i, row in enumerate(ds)]
 
 
-def _family_from_name(stem: str) -> str:
-    for fam in FAMILIES:
-        if stem.startswith(fam):
-            return fam
-    return "generic"
+def parse_task_name(stem: str) -> tuple[str, str]:
+    """(family, language) of a task file name: ``mmlu_fr_more`` -> ("mmlu", "fr"), ``arc_easy_de`` ->
+    ("arc_easy", "de"). Other names get family ``generic`` and the last ``en``/``fr``/``de`` word of the
+    name as their language (English when there is none)."""
+    m = _NAME.match(stem)
+    if m:
+        return m["family"], m["lang"]
+    fam = next((f for f in sorted(FAMILIES, key=len, reverse=True) if stem.startswith(f + "_")), "generic")
+    langs = [w for w in stem.split("_") if w in LANGS]
+    return fam, langs[-1] if langs else "en"
 
 
 def load_task(task: str | Path, *, source: str | Path | None = None, limit: int | None = None) -> Task:
@@ -216,8 +235,7 @@ def load_task(task: str | Path, *, source: str | Path | None = None, limit: int 
         spec = TASKS[name]
     elif name.endswith(".jsonl") or Path(name).is_file():
         stem = Path(name).stem
-        fam = _family_from_name(stem)
-        lang = stem.rsplit("_", 1)[-1] if stem.rsplit("_", 1)[-1] in LANGS else "en"
+        fam, lang = parse_task_name(stem)
         shots, norm = _DEFAULTS.get(fam, (0, "per_char"))
         spec = TaskSpec(name=stem, family=fam, lang=lang, shots=shots, normalization=norm,
                         hf=_HF.get((fam, lang)), fixture=Path(name))

@@ -19,14 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-GATES = ("elu", "relu", "sigmoid", "none")
-INITS = ("low_variance", "he")
-# The block gate w_b is a d -> 1 linear layer. The paper's low variance is for "both the input and gating
-# matrix" (Sec. 3, near-identical initialization): W_in and the SwiGLU gating matrix W_gate, not w_b, which
-# keeps the usual He init the paper departs from for those two ("he", default). "low_variance" gives w_b the
-# adapter's own low variance (this framework's behaviour before the option existed). docs/method.md.
-GATE_INITS = ("he", "low_variance")
-PLACEMENTS = ("parallel", "serial")
+from ..registry import GATE_INITS, GATES, INITS, PLACEMENTS  # noqa: F401  (re-exported by nr_lightning.extension)
 
 _GATE_FNS = {"elu": F.elu, "relu": F.relu, "sigmoid": torch.sigmoid}
 

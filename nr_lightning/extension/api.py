@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..registry import ADAPTER_METHODS, METHODS
 from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
 
-METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
-ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")
-# Per-method defaults (SPEC §2): vanilla adapters are ungated with He init; the gated methods use low-variance init.
+# Per-method defaults (docs/method.md): vanilla adapters are ungated with He init; the gated methods use low-variance init.
 METHOD_DEFAULTS = {
     "adapters": {"gate": "none", "init": "he"},
     "sigmoid": {"gate": "sigmoid", "init": "low_variance"},
@@ -87,7 +86,7 @@ def backbone_non_embedding(model: nn.Module) -> int:
 
 
 def solve_width(budget: float, n_nonemb: int, n_layers: int, d_model: int, gated: bool) -> int:
-    """Adapter width h with L*(3*d*h + gate) closest to budget * N_nonemb (SPEC §2)."""
+    """Adapter width h with L*(3*d*h + gate) closest to budget * N_nonemb (README, the extension API)."""
     gate_params = (d_model + 1) if gated else 0
     return max(1, round((budget * n_nonemb - n_layers * gate_params) / (n_layers * 3 * d_model)))
 
@@ -217,7 +216,7 @@ def parameter_report(model: nn.Module) -> dict:
 
 
 def local_losses(model: nn.Module, domain: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Local losses from the last forward pass (SPEC §3).
+    """Local losses from the last forward pass (docs/method.md, local losses).
 
     domain: (batch,) or (batch, seq), 0 = original domain (English), 1 = new language.
     sparsity: mean over layers of the mean over original-domain tokens of ||phi(g(x)) A(x)||_1 / d.

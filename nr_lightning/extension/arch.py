@@ -11,16 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-# FFN class name -> family. Adding an architecture = one line here (if its FFN has gate/up/down).
-SUPPORTED_FFNS: dict[str, str] = {
-    "LlamaMLP": "llama",
-    "MistralMLP": "mistral",
-    "Qwen2MLP": "qwen2",
-    "Qwen3MLP": "qwen3",
-    "GemmaMLP": "gemma",
-    "Gemma2MLP": "gemma2",
-    "Gemma3MLP": "gemma3",
-}
+from ..registry import SUPPORTED_FFNS  # FFN class name -> family; adding an architecture = one line there
+
 FFN_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 
 

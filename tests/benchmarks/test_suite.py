@@ -22,7 +22,7 @@ def suite():
 
 
 def test_flops_per_token_matches_perf_anchors(suite):
-    # SmolLM2-135M shapes from ../shared/notes/perf-anchors.md: N_f = 134.48 M matmul params, T = 256
+    # SmolLM2-135M shapes (docs/performance.md): N_f = 134.48 M matmul params, T = 256
     s = {"matmul_params": 134_479_872, "layers": 30, "attn_width": 576}
     adapter = suite.flops_per_token(s, 21_250_000, 256, "frozen")
     assert adapter / 1e6 == pytest.approx(718.5, rel=2e-3)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nr_lightning.evaluation import TASKS, load_jsonl, load_task, loglikelihoods, multiple_choice
-from nr_lightning.evaluation.tasks import build_context
+from nr_lightning.evaluation.tasks import build_context, parse_task_name
 from nr_lightning.testing import tiny_model
 
 TOY_CONTEXT = "Question: Q?\nAnswer:"
@@ -57,7 +57,8 @@ def test_fixture_loaders_parse_every_line(fixtures_dir):
     files = sorted((fixtures_dir / "benchmarks").glob("*.jsonl"))
     assert files
     for path in files:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        # split on "\n" only: a few Okapi strings hold U+0085, which str.splitlines treats as a line break
+        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
         items = load_jsonl(path)
         assert len(items) == len(lines) and [it["id"] for it in items] == [json.loads(x)["id"] for x in lines]
         if path.stem.startswith("belebele"):
@@ -75,6 +76,38 @@ def test_registry_defaults_to_fixtures(fixtures_dir):
     # registry tasks without a fixture fall back to their Hugging Face dataset
     assert TASKS["hellaswag_fr"].default_source() == "hf:alexandrainst/m_hellaswag"
     assert TASKS["belebele_de"].hf.name == "deu_Latn"
+
+
+def test_arc_easy_is_a_family_of_its_own(fixtures_dir):
+    for lang, n in (("en", 997), ("fr", 1000), ("de", 1000)):
+        task = load_task(f"arc_easy_{lang}")
+        assert (task.spec.family, task.spec.lang, len(task.items)) == ("arc_easy", lang, n)
+        assert (task.spec.shots, task.spec.normalization) == (5, "per_char")  # OLMES ARC-Easy
+        # loaded by path it is the same family, not the "generic" fallback (0 shots)
+        by_path = load_task(fixtures_dir / "benchmarks" / f"arc_easy_{lang}.jsonl")
+        assert (by_path.spec.family, by_path.spec.lang, by_path.spec.shots) == ("arc_easy", lang, 5)
+    assert TASKS["arc_easy_en"].hf.name == "ARC-Easy" and TASKS["arc_easy_fr"].hf is None
+
+
+def test_more_files_are_tasks_of_their_own_in_their_language(fixtures_dir):
+    more = load_task("mmlu_fr_more")
+    assert (more.spec.family, more.spec.lang, len(more.items)) == ("mmlu", "fr", 499)
+    by_path = load_task(fixtures_dir / "benchmarks" / "mmlu_fr_more.jsonl")
+    assert (by_path.spec.family, by_path.spec.lang) == ("mmlu", "fr")  # the old parser read "more" -> en
+    base = load_task("mmlu_fr")
+    assert len(base.items) == 20 and not {i["id"] for i in base.items} & {i["id"] for i in more.items}
+    assert TASKS["arc_challenge_de_more"].hf is None  # a slice of the source: never the whole hub split
+    assert {n for n in TASKS if n.endswith("_more")} == {
+        p.stem for p in (fixtures_dir / "benchmarks").glob("*_more.jsonl")}
+
+
+@pytest.mark.parametrize("stem, expected", [
+    ("mmlu_fr_more", ("mmlu", "fr")), ("arc_easy_de", ("arc_easy", "de")), ("arc_challenge_en", ("arc_challenge", "en")),
+    ("belebele_en_more", ("belebele", "en")), ("mmlu_de_sample", ("mmlu", "de")), ("my_quiz", ("generic", "en")),
+    ("quiz_fr_v2", ("generic", "fr")),
+])
+def test_parse_task_name(stem, expected):
+    assert parse_task_name(stem) == expected
 
 
 def test_fewshot_prompts_exclude_the_item_and_are_deterministic(fixtures_dir):

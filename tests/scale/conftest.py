@@ -1,4 +1,4 @@
-"""Helpers for the scale-out / fault-tolerance tests: tiny runs on the ../shared text fixtures."""
+"""Helpers for the scale-out / fault-tolerance tests: tiny runs on the shipped text fixtures."""
 
 from __future__ import annotations
 

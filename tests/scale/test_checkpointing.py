@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from nr_lightning.checkpointing import (
+from nr_lightning.config import ConfigError
+from nr_lightning.training.checkpointing import (
     AtomicCheckpointIO,
     checkpoint_problem,
     read_losses,
     resolve_checkpoint,
 )
-from nr_lightning.config import ConfigError
 
 
 def _save(path: Path, step: int, mtime: float) -> Path:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nr_lightning.checkpointing import read_losses
+from nr_lightning.training.checkpointing import read_losses
 
 
 def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path, fixtures_dir, h):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     steps = 4
     # method.alpha=0: the sparsity loss averages over the *English tokens of a micro-batch*, so it does not
@@ -43,7 +43,7 @@ def test_fsdp_on_cpu_or_skip_with_reason(tmp_path, fixtures_dir, h):
     import lightning as L
 
     from nr_lightning.config import compose
-    from nr_lightning.plan import build_strategy
+    from nr_lightning.scale.plan import build_strategy
 
     cfg = compose(["trainer.strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"])
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nr_lightning.checkpointing import checkpoint_problem, resolve_checkpoint
 from nr_lightning.config import ConfigError
-from nr_lightning.module import NonFiniteLossError
+from nr_lightning.training.checkpointing import checkpoint_problem, resolve_checkpoint
+from nr_lightning.training.module import NonFiniteLossError
 
 
 def test_nan_loss_stops_with_step_source_and_last_good_checkpoint(tmp_path, fixtures_dir, h):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     run = tmp_path / "run"
     # lr 1e20: the first updates leave finite but huge adapter weights; the forward then overflows to NaN
@@ -33,7 +33,7 @@ def test_nan_loss_stops_with_step_source_and_last_good_checkpoint(tmp_path, fixt
 
 
 def test_nan_policy_skip_finishes_the_run(tmp_path, fixtures_dir, h, capsys):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     result = main(h.run_args(tmp_path / "run", fixtures_dir, 4, "method.lr=1e20", "trainer.nan_policy=skip"))
     assert result["global_step"] == 4
@@ -41,7 +41,7 @@ def test_nan_policy_skip_finishes_the_run(tmp_path, fixtures_dir, h, capsys):
 
 
 def test_full_disk_fails_before_training(tmp_path, fixtures_dir, h):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"GiB free under .*run: checkpoints need at least 1000000000.0 GiB"):
@@ -50,7 +50,7 @@ def test_full_disk_fails_before_training(tmp_path, fixtures_dir, h):
 
 
 def test_unwritable_run_dir_fails_before_training(tmp_path, fixtures_dir, h):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")  # root ignores permissions, but not a file in the way

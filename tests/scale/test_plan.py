@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.plan import build_strategy, solve_accumulation, tokens_per_step, world_size
+from nr_lightning.scale.plan import build_strategy, solve_accumulation, tokens_per_step, world_size
 
 
 def test_global_batch_tokens_solves_accumulation():
@@ -43,13 +45,14 @@ def test_fsdp_strategy_defaults_wrap_decoder_layers(tiny_llama):
     assert s._state_dict_type == "full"
     ddp = build_strategy(compose(["trainer.strategy=ddp"]), model)
     assert isinstance(ddp, DDPStrategy) and ddp._process_group_backend == "gloo"
-    with pytest.raises(ConfigError, match="deepspeed"):
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            build_strategy(compose(["trainer.strategy=deepspeed"]), model)
-        else:
-            raise ConfigError("deepspeed is installed here: nothing to check")
+
+
+def test_deepspeed_without_the_package_is_a_config_error(tiny_llama, monkeypatch):
+    from nr_lightning import extend
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # `import deepspeed` fails, installed or not
+    with pytest.raises(ConfigError, match="needs the `deepspeed` package"):
+        build_strategy(compose(["trainer.strategy=deepspeed"]), extend(tiny_llama, method="neutral", budget=0.2))
 
 
 @pytest.mark.parametrize("backbone, layers, vocab, nonemb", [
@@ -57,7 +60,7 @@ def test_fsdp_strategy_defaults_wrap_decoder_layers(tiny_llama):
     ("gemma-2b", 18, 256000, 18 * (2 * 2048 * 2048 + 2 * 2048 * 256 + 3 * 2048 * 16384 + 2 * 2048) + 2048),
 ])
 def test_dry_run_plans_paper_backbones_on_meta(backbone, layers, vocab, nonemb, capsys):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     out = main(["method=neutral", f"backbone.name={backbone}", "backbone.dtype=bfloat16", "trainer=paper",
                 "trainer.num_nodes=2", "data.batch_size=4", "trainer.global_batch_tokens=262144",
@@ -81,7 +84,7 @@ def test_dry_run_plans_paper_backbones_on_meta(backbone, layers, vocab, nonemb, 
 
 
 def test_dry_run_unknown_backbone_is_clear():
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     with pytest.raises(ConfigError, match="shape presets|does not exist"):
         main(["backbone.name=./no/such/dir", "trainer.dry_run=true"])

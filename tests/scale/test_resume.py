@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from nr_lightning.checkpointing import read_losses
+from nr_lightning.training.checkpointing import read_losses
 
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, fixtures_dir, h):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     steps, every = 8, 2
     extra = [f"trainer.checkpoint_every_n_steps={every}"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nr_lightning.checkpointing import read_losses
+from nr_lightning.training.checkpointing import read_losses
 
 pytestmark = pytest.mark.slurm
 SBATCH = "experiments/slurm/train.sbatch"
@@ -73,7 +73,7 @@ def _args(h, fixtures: Path, root: Path, steps: int, *extra: str) -> list[str]:
 
 
 def _reference(h, fixtures: Path, tmp_path: Path, steps: int) -> dict[int, float]:
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     main([*h.run_args(tmp_path / "reference", fixtures, steps), "method.alpha=0", "data.batch_size=4"])
     return read_losses(tmp_path / "reference" / "losses.jsonl")

@@ -1,4 +1,4 @@
-"""Fixture corpora for sequence runs: <dir>/<lang>/{train,heldout}.jsonl from ../shared/fixtures/text."""
+"""Fixture corpora for sequence runs: <dir>/<lang>/{train,heldout}.jsonl from the shipped text fixtures."""
 
 from __future__ import annotations
 

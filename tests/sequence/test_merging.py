@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nr_lightning import extend, save_extension
-from nr_lightning.merging import merge_stages, merge_task_tensors
+from nr_lightning.extension.merging import merge_stages, merge_task_tensors
+from nr_lightning.extension.stack import stage_adapters
 from nr_lightning.testing import tiny_model
 
 T1 = torch.tensor([1.0, -2.0, 3.0, -0.5])
@@ -55,8 +56,9 @@ def test_dare_ties_and_bad_method():
 
 
 def _trained_lora(seed: int):
+    backbone = tiny_model()  # reseeds to 0: seed after it, or every "stage" is the same LoRA
     torch.manual_seed(seed)
-    model = extend(tiny_model(), "lora", rank=2)
+    model = extend(backbone, "lora", rank=2)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -66,23 +68,27 @@ def _trained_lora(seed: int):
 
 def test_lora_linear_merge_matches_peft_merge(tmp_path):
     models = [_trained_lora(s) for s in (1, 2)]
+    lora = [{n: p.detach().clone() for n, p in m.named_parameters() if "lora_" in n} for m in models]
+    assert all(not torch.equal(lora[0][n], lora[1][n]) for n in lora[0]), "two different stages"
     for i, m in enumerate(models):
         save_extension(m, tmp_path / f"s{i}")
-    merged = merge_stages(tiny_model(), [tmp_path / "s0", tmp_path / "s1"], "linear", weights=[1.0, 1.0])
-    # reference: PEFT merges each LoRA into the base weights in turn
+    # unequal weights: a merge that swaps, drops or duplicates a stage gives other weights
+    merged = merge_stages(tiny_model(), [tmp_path / "s0", tmp_path / "s1"], "linear", weights=[1.0, 0.5])
+    # reference: PEFT merges each LoRA into the base weights; the second one's delta is weighted 0.5
+    base = dict(tiny_model().named_parameters())
     ref = models[0].merge_and_unload()
-    delta = {n: p - q for (n, p), (_, q) in zip(models[1].merge_and_unload().named_parameters(),
-                                               tiny_model().named_parameters())}
+    delta = {n: p - base[n] for n, p in models[1].merge_and_unload().named_parameters()}
     for n, p in ref.named_parameters():
-        p.data += delta[n]
+        p.data += 0.5 * delta[n]
     for (n, p), (_, q) in zip(merged.named_parameters(), ref.named_parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
 
 
 def test_adapter_merges(tmp_path):
     for i in range(2):
+        backbone = tiny_model()  # reseeds to 0: seed after it, or both stages are the same adapter
         torch.manual_seed(i)
-        m = extend(tiny_model(), "neutral", budget=0.1)
+        m = extend(backbone, "neutral", budget=0.1)
         with torch.no_grad():
             for a in m.modules():
                 if hasattr(a, "w_out"):
@@ -93,8 +99,13 @@ def test_adapter_merges(tmp_path):
     layer = linear.model.layers[0].mlp
     from safetensors.torch import load_file
 
-    w0 = load_file(str(tmp_path / "s0" / "extension.safetensors"))["model.layers.0.mlp.nrl_adapter.w_out.weight"]
-    assert torch.equal(layer.nrl_stages[0].w_out.weight, 0.5 * w0)
+    key = "model.layers.0.mlp.nrl_adapter.w_out.weight"
+    w0, w1 = (load_file(str(p / "extension.safetensors"))[key] for p in paths)
+    assert not torch.equal(w0, w1), "two different stages"
+    # each stage keeps its own weights, scaled by its own weight, in order
+    first, second = stage_adapters(layer)
+    assert torch.equal(first.w_out.weight, 0.5 * w0)
+    assert torch.equal(second.w_out.weight, 2.0 * w1)
     dare = merge_stages(tiny_model(), paths, "dare", density=0.5, seed=0)
     w = dare.model.layers[0].mlp.nrl_stages[0].w_out.weight
     assert 0 < (w == 0).float().mean() < 1

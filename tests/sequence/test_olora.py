@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nr_lightning import extend
-from nr_lightning.olora import OLoRAPenalty, lora_a_matrices, module_key, olora_penalty
+from nr_lightning.extension.olora import OLoRAPenalty, lora_a_matrices, module_key, olora_penalty
 
 
 def test_penalty_equals_hand_computation():
@@ -43,7 +43,7 @@ def test_penalty_on_peft_model_has_gradients(tiny_llama):
 
 def test_extension_module_adds_extra_loss(tiny_llama):
     from nr_lightning.config import compose
-    from nr_lightning.module import ExtensionModule
+    from nr_lightning.training.module import ExtensionModule
 
     model = extend(tiny_llama, "lora", rank=2)
     model.nrl_extra_loss = lambda m: {"olora": torch.tensor(3.0)}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.sequence import forgetting_matrix, matrix_markdown, parse_args, stage_data
+from nr_lightning.continual.sequence import forgetting_matrix, matrix_markdown, parse_args, stage_data
 
 
 def test_forgetting_matrix_shape_and_labels():
@@ -55,8 +55,8 @@ def test_replay_mixtures():
 def test_two_stage_stack_run_end_to_end(tmp_path, corpora):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from nr_lightning.continual.sequence import main
     from nr_lightning.extension import load_stack, n_stages
-    from nr_lightning.sequence import main
 
     run = tmp_path / "seq"
     result = main(["stages=[fr,de]", "strategy=stack", "method=neutral", "backbone=tiny", "trainer.max_steps=2",
@@ -94,7 +94,7 @@ def test_two_stage_stack_run_end_to_end(tmp_path, corpora):
 
 def test_baseline_row_is_cached_between_sequences(tmp_path, corpora, monkeypatch):
     from nr_lightning.backbone import load_backbone
-    from nr_lightning.sequence import Sequence
+    from nr_lightning.continual.sequence import Sequence
 
     common = ["method=neutral", "backbone=tiny", "eval.max_docs=2", "eval.max_length=32", f"data.corpora_dir={corpora}"]
     backbone, tok = load_backbone("tiny")

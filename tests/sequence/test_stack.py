@@ -49,9 +49,10 @@ def test_new_zero_initialised_stage_equals_previous_model_exactly(method):
     assert n_stages(model) == 2
     assert torch.equal(_logits(model), before)
     _train(model)  # stage 2 trains ...
+    after2 = _logits(model)
+    assert not torch.equal(after2, before), "stage 2 trained"
     add_stage(model)  # ... and a third, zero-initialised stage still changes nothing
     assert n_stages(model) == 3
-    after2 = _logits(model)
     assert torch.equal(_logits(model), after2)
 
 

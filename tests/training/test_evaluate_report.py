@@ -18,7 +18,7 @@ def _args(tmp_path: Path, fixtures: Path, name: str, method: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, fixtures_dir):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     tmp = tmp_path_factory.mktemp("runs")
     for name, method in (("neutral-fr", "neutral"), ("lora-fr", "lora")):
@@ -27,7 +27,7 @@ def two_runs(tmp_path_factory, fixtures_dir):
 
 
 def test_evaluate_run_writes_json(two_runs):
-    from nr_lightning.evaluate import main
+    from nr_lightning.evaluation.evaluate import main
 
     result = main([f"run={two_runs / 'neutral-fr'}", "tasks=[arc_challenge_fr,mmlu_en]", "limit=2", "max_docs=3",
                    "max_length=128"])
@@ -45,7 +45,7 @@ def test_evaluate_run_writes_json(two_runs):
 
 
 def test_evaluate_needs_run_or_backbone():
-    from nr_lightning.evaluate import main
+    from nr_lightning.evaluation.evaluate import main
 
     with pytest.raises(ConfigError, match="run=runs"):
         main(["limit=3"])
@@ -54,7 +54,7 @@ def test_evaluate_needs_run_or_backbone():
 
 
 def test_report_table_and_png(two_runs):
-    from nr_lightning.report import main
+    from nr_lightning.evaluation.report import main
 
     rows = main([str(two_runs / "neutral-fr"), str(two_runs / "lora-fr"), "--out", str(two_runs / "report")])
     assert {r["method"] for r in rows} == {"neutral", "lora"}
@@ -67,7 +67,7 @@ def test_report_table_and_png(two_runs):
 
 
 def test_lr_curves_group_runs_that_differ_only_by_lr(tmp_path):
-    from nr_lightning.report import lr_curves, tradeoff_plot
+    from nr_lightning.evaluation.report import lr_curves, tradeoff_plot
 
     def row(method, lr, p=0.1, en=0.9, fr=1.5):
         return {"run": f"{method}-{lr}-{p}", "method": method, "lang": "fr", "p": p, "budget": 0.2, "lr": lr,
@@ -84,8 +84,8 @@ def test_lr_curves_group_runs_that_differ_only_by_lr(tmp_path):
 def test_report_compares_sequence_runs(tmp_path):
     import json
 
-    from nr_lightning.report import main
-    from nr_lightning.sequence import forgetting_matrix
+    from nr_lightning.continual.sequence import forgetting_matrix
+    from nr_lightning.evaluation.report import main
 
     base = {"fr": 1.8, "de": 2.0, "en": 0.9}
     for name, strategy, rows in [("seq-a", "stack", [{"fr": 1.6, "en": 0.95}, {"fr": 1.7, "de": 1.5, "en": 0.97}]),

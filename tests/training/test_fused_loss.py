@@ -8,9 +8,9 @@ import torch
 import nr_lightning as nrl
 from nr_lightning.config import compose
 from nr_lightning.evaluation.scoring import hidden_and_head
-from nr_lightning.loss import causal_lm_loss, linear_cross_entropy
-from nr_lightning.module import ExtensionModule
 from nr_lightning.testing import tiny_model
+from nr_lightning.training.loss import causal_lm_loss, linear_cross_entropy
+from nr_lightning.training.module import ExtensionModule
 
 
 def _grads(model) -> dict[str, torch.Tensor]:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.module import lr_lambda
 from nr_lightning.testing import fixture_data_args as data_args
+from nr_lightning.training.module import lr_lambda
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_lr_schedule():
 def test_tiny_training_run_writes_curves_checkpoints_extension(tmp_path, fixtures_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     result = main(tiny_args(tmp_path, fixtures_dir, steps=3))
     run = tmp_path / "run"
@@ -87,7 +87,7 @@ def test_tiny_training_run_writes_curves_checkpoints_extension(tmp_path, fixture
 
 
 def test_resume_from_last(tmp_path, fixtures_dir):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     main(tiny_args(tmp_path, fixtures_dir, steps=2))
     with pytest.raises(ConfigError, match="ckpt_path=last"):
@@ -125,7 +125,7 @@ def test_empty_data_file_is_clear(tmp_path, fixtures_dir):
 
 @pytest.mark.parametrize("method", ["finetune", "lora", "adapters", "sigmoid"])
 def test_every_method_trains(tmp_path, fixtures_dir, method):
-    from nr_lightning.train import main
+    from nr_lightning.training.train import main
 
     result = main([*tiny_args(tmp_path, fixtures_dir, steps=2, method=method), "eval.at_start=false",
                    "eval.every_n_steps=0"])
@@ -135,8 +135,8 @@ def test_every_method_trains(tmp_path, fixtures_dir, method):
 
 def test_optimizer_lr_is_method_lr_times_multiplier():
     from nr_lightning import extend
-    from nr_lightning.module import ExtensionModule
     from nr_lightning.testing import tiny_model
+    from nr_lightning.training.module import ExtensionModule
 
     for args, expected in ((["method=lora"], 5e-4), (["method=neutral", "trainer=paper"], 2e-4),
                            (["method=adapters", "optim.lr_multiplier=1", "method.lr=3e-4"], 3e-4)):

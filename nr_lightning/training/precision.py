@@ -1,7 +1,7 @@
 """`trainer.precision=auto`: bf16 autocast where this machine runs bf16 faster than fp32, else fp32.
 
 Whether bf16 pays on a CPU depends on the chip: on Intel Xeons without AMX bf16 GEMMs run at ~0.6x fp32
-(../shared/notes/perf-anchors.md), on AMD EPYC with avx512_bf16 a bf16-autocast training step of the default
+(docs/performance.md), on AMD EPYC with avx512_bf16 a bf16-autocast training step of the default
 backbone is ~1.5x faster than fp32 (`benchmarks/suite.py --dtype bf16` vs fp32). So the default measures instead of guessing:
 one GEMM of the default backbone's FFN shape in each dtype, best of a few interleaved repeats (~0.3 s).
 """

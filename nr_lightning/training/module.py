@@ -1,6 +1,6 @@
 """ExtensionModule: the backbone-plus-extension model and its loss, as a LightningModule.
 
-    loss = LM cross entropy + alpha * sparsity + beta * gate_bce        (SPEC §3)
+    loss = LM cross entropy + alpha * sparsity + beta * gate_bce        (README: The extension API)
 
 Only the extension's parameters reach the optimizer (finetune: all of them), and checkpoints of
 adapter/LoRA runs hold only those weights: the frozen backbone is rebuilt from its source.
@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .evaluation.scoring import hidden_and_head
-from .extension import extension_parameters, local_losses, parameter_report
+from ..config import RunConfig
+from ..evaluation.scoring import hidden_and_head
+from ..extension import extension_parameters, local_losses, parameter_report
 from .loss import causal_lm_loss
 
 

@@ -29,17 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, to_dict
+from ..config import ConfigError, RunConfig, to_dict
+from ..registry import METHODS
 
 GIB = 2**30
-METHOD_ORDER = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+METHOD_ORDER = METHODS
 
 
 def _shape_presets() -> dict[str, Any]:
     from transformers import GemmaConfig, LlamaConfig
 
     return {
-        # SPEC §5: 1B English-only / multilingual backbones: 16 layers, d 2048, FFN 5632, gated SiLU, GQA.
+        # The paper's 1B English-only / multilingual backbones: 16 layers, d 2048, FFN 5632, gated SiLU, GQA.
         # Head counts and untied embeddings are our assumption (the paper gives neither).
         "paper-1b": LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
                                 num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096,
@@ -120,7 +121,7 @@ def solve_accumulation(cfg: RunConfig) -> int:
 
 def _layer_classes(model: Any) -> set[type]:
     """The decoder-layer classes (HF ``_no_split_modules``): FSDP's wrapping and checkpointing unit."""
-    from .extension.arch import _base_model
+    from ..extension.arch import _base_model
 
     base = _base_model(model)
     names = set(getattr(base, "_no_split_modules", None) or [])
@@ -172,7 +173,7 @@ def enable_activation_checkpointing(model: Any, cfg: RunConfig) -> bool:
     per wrapped layer through its own policy instead."""
     if not cfg.trainer.activation_checkpointing or cfg.trainer.strategy == "fsdp":
         return False
-    from .extension.arch import _base_model
+    from ..extension.arch import _base_model
 
     _base_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return True
@@ -185,7 +186,7 @@ def backbone_config(name: str, trust_remote_code: bool = False) -> Any:
     """A transformers config for a shape preset, a local HF directory / config.json, or a hub id."""
     from transformers import AutoConfig
 
-    from .backbone import cache_dir, tiny_llama_config
+    from ..backbone import cache_dir, tiny_llama_config
 
     if name == "tiny":
         return tiny_llama_config()
@@ -218,7 +219,7 @@ def meta_model(cfg: RunConfig, method: str | None = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from . import extend
+    from .. import extend
 
     conf = backbone_config(cfg.backbone.name, cfg.backbone.trust_remote_code)
     dtype = getattr(torch, cfg.backbone.dtype)
@@ -237,7 +238,7 @@ def meta_model(cfg: RunConfig, method: str | None = None) -> Any:
 
 
 def _shape(model: Any) -> dict[str, int]:
-    from .extension.arch import _base_model
+    from ..extension.arch import _base_model
 
     c = _base_model(model).config
     heads = c.num_attention_heads
@@ -287,7 +288,7 @@ STRATEGY_ROWS = (("ddp", "DDP"), ("fsdp_grad_op", "FSDP SHARD_GRAD_OP / ZeRO-2")
 def plan_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora", "neutral")) -> dict:
     """Parameter counts and per-GPU memory of each method under each strategy, with and without
     activation checkpointing, for the run's backbone, micro-batch and world size."""
-    from .extension import parameter_report
+    from ..extension import parameter_report
 
     n = world_size(cfg)
     rows: dict[str, dict] = {}

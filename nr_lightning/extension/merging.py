@@ -1,4 +1,4 @@
-"""Merging per-stage extensions trained independently from the same backbone (seeds/003, SPEC §8).
+"""Merging per-stage extensions trained independently from the same backbone (docs/sequence.md).
 
 Task vectors tau_k (what stage k adds to the backbone) are merged with PEFT's merge utilities
 (`peft.utils.merge_utils`) and added to the backbone:
@@ -38,10 +38,10 @@ from peft.utils import merge_utils
 from safetensors.torch import load_file
 from torch import nn
 
-from .extension.api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE
-from .extension.arch import _base_model
+from ..registry import MERGE_METHODS
+from .api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE
+from .arch import _base_model
 
-MERGE_METHODS = ("linear", "ties", "dare", "dare_ties", "magnitude")
 ADAPTER_MERGES = ("linear", "dare")
 
 __all__ = ["ADAPTER_MERGES", "MERGE_METHODS", "lora_deltas", "merge_adapter_stages", "merge_stages",
@@ -131,8 +131,8 @@ def merge_adapter_stages(backbone: nn.Module, paths: list[str | Path], method: s
                          weights: list[float] | None = None, density: float = 0.5,
                          seed: int | None = 0) -> nn.Module:
     """Adapters side by side with stage k's output scaled by w_k (linear), after DARE on W_out (dare)."""
-    from .extension.arch import find_ffns
-    from .extension.stack import load_stages, scale_stages, stage_adapters
+    from .arch import find_ffns
+    from .stack import load_stages, scale_stages, stage_adapters
 
     if method not in ADAPTER_MERGES:
         raise ValueError(f"merge {method!r} is not meaningful for adapters (unaligned hidden units, non-linear in "

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .extension import adapters, gate_spectra
+from ..extension import adapters, gate_spectra
 
 
 def _tb(trainer: L.Trainer):
@@ -77,7 +77,7 @@ class ForgettingCurves(_Periodic):
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        from .evaluation import bits_per_byte
+        from ..evaluation import bits_per_byte
 
         was_training = model.training
         model.eval()

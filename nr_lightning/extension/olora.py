@@ -4,7 +4,7 @@
 
 A^m is the (rank x d_in) down-projection of LoRA module m (one per FFN projection per layer). Earlier
 stages' A matrices are constants (their LoRAs were merged into the backbone after their stage). The
-paper (seeds/003) finds a small lambda works best. `OLoRAPenalty` is the `extra_loss` callable the
+paper (Wang et al. 2023) finds a small lambda works best. `OLoRAPenalty` is the `extra_loss` callable the
 ExtensionModule adds to the training loss (`model.nrl_extra_loss`).
 """
 

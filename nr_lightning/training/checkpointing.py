@@ -9,7 +9,7 @@ Why each piece exists:
   (a zip-structure check that catches truncation cheaply) and warns about every newer one it skips, so a
   damaged file (copied half-way, disk filled up on another writer) falls back to the one before it.
 - ``PreemptionCheckpoint`` replaces Lightning's SLURM SIGUSR1 handler, which saves the checkpoint *inside*
-  the signal handler and can deadlock DDP (Lightning issue #21406, ../shared/notes/slurm-local.md): here the
+  the signal handler and can deadlock DDP (Lightning issue #21406, docs/cluster.md): here the
   handler only sets a flag; at the next optimizer-step boundary all ranks agree on it with one collective,
   save a checkpoint together, rank 0 runs ``scontrol requeue`` and every rank stops with ``Preempted``.
 - ``LossHistory`` appends the rank-averaged loss of every optimizer step to ``losses.jsonl``: the global-batch
@@ -154,7 +154,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
     is what the first launch of a requeueable SLURM job needs. A path -> that file, if valid.
     Raises ``ConfigError`` when checkpoints exist but none is readable, or the given file is damaged.
     """
-    from .config import ConfigError
+    from ..config import ConfigError
 
     if spec is None:
         return None
@@ -199,7 +199,7 @@ def _on_signal(signum: int, frame: Any) -> None:  # async-signal-safe: only reco
 def install_preemption_handler(signum: int = signal.SIGUSR1, restore: Any = None) -> Any:
     """Record ``signum`` instead of dying on it; returns the previous handler (pass it as ``restore`` to put it
     back). Called at the very start of a run, so a SLURM ``--signal`` that fires while the model is still
-    loading is not fatal (gotcha 2 of ../shared/notes/slurm-local.md): the run checkpoints at its first step."""
+    loading is not fatal (docs/cluster.md): the run checkpoints at its first step."""
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         return None
     if restore is not None:

@@ -1,0 +1,167 @@
+"""Evaluate a trained run (or a bare backbone): held-out bits-per-byte and multiple-choice benchmarks.
+
+    python -m nr_lightning.evaluate run=runs/neutral-fr tasks=[arc_challenge_fr,mmlu_en] limit=20
+    python -m nr_lightning.evaluate backbone=smollm2-135m langs=[fr,en] out=runs/backbone-fr/eval.json
+
+Writes one JSON with every number plus the run's config (default: <run>/eval.json) and prints a table.
+`tasks` defaults to every registered task in English and the run's languages that has a local fixture;
+`tasks=[]` skips downstream tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..config import ConfigError, RunConfig, from_dict
+
+
+@dataclass
+class EvalRun:
+    run: str | None = None  # a run directory written by nr_lightning.train (uses its extension/ and config.yaml)
+    backbone: str | None = None  # evaluate a bare backbone instead (preset, local dir or hub id)
+    langs: list[str] | None = None  # held-out sets to score; default: the run's languages (+ en forgetting set)
+    tasks: list[str] | None = None  # task names (nr_lightning.evaluation.TASKS) or JSONL paths
+    limit: int | None = None  # items per task (quick checks)
+    max_docs: int | None = 200  # held-out documents per language
+    max_length: int = 1024  # context window for bpb (sliding window stride = max_length)
+    batch_size: int = 8
+    shots: int | None = None  # override every task's default shots
+    normalization: str | None = None  # override every task's default normalisation
+    out: str | None = None  # output JSON (default <run>/eval.json)
+    threads: int = 0
+    data: dict = field(default_factory=dict)  # data overrides (e.g. data.new.heldout=...) for held-out sources
+
+
+def parse(argv: list[str]) -> EvalRun:
+    dotted = []
+    for a in argv:
+        if a.startswith("--limit"):
+            a = a.lstrip("-")
+        if "=" not in a:
+            raise ConfigError(f"argument {a!r} is not key=value (e.g. run=runs/x tasks=[mmlu_fr] limit=20)")
+        dotted.append(a)
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(EvalRun), OmegaConf.from_dotlist(dotted))
+        ev: EvalRun = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad argument: {str(e).splitlines()[0]}; valid keys: "
+                          f"{', '.join(EvalRun.__dataclass_fields__)}") from None
+    if not ev.run and not ev.backbone:
+        raise ConfigError("give run=runs/<name> (a trained run) or backbone=<preset|path> (a bare backbone)")
+    return ev
+
+
+def load_model(ev: EvalRun):
+    """(model, tokenizer, run config or None)."""
+
+    from .. import load_extension
+    from ..backbone import load_backbone
+
+    run_cfg: RunConfig | None = None
+    if ev.run:
+        run = Path(ev.run)
+        if not (run / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run}/config.yaml not found: run= must be a directory written by "
+                                    f"nr_lightning.train")
+        run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run / "config.yaml")))
+        model, tok = load_backbone(ev.backbone or run_cfg.backbone.name, seed=run_cfg.seed)
+        if not (run / "extension" / "extension.json").is_file():
+            raise FileNotFoundError(f"{run}/extension not found: the run did not finish (resume it with "
+                                    f"ckpt_path=last) or was not written by nr_lightning.train")
+        model = load_extension(model, run / "extension")
+    else:
+        model, tok = load_backbone(ev.backbone)
+    model.eval().requires_grad_(False)  # never flip the global grad mode: callers may train afterwards
+    return model, tok, run_cfg
+
+
+def default_tasks(langs: list[str]) -> list[str]:
+    from . import TASKS
+
+    return [name for name, spec in TASKS.items() if spec.lang in langs and spec.fixture.is_file()]
+
+
+def evaluate(ev: EvalRun) -> dict:
+    import torch
+
+    from ..data import DataConfig, MixedLanguageDataModule
+    from . import bits_per_byte, multiple_choice
+
+    if ev.threads:
+        torch.set_num_threads(ev.threads)
+    model, tok, run_cfg = load_model(ev)
+    data_cfg = run_cfg.data if run_cfg else DataConfig()
+    if ev.data:
+        data_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(data_cfg), ev.data))
+    if ev.langs:
+        data_cfg.learn = [x for x in ev.langs if x != "en"]
+        data_cfg.retain = ["en"]
+    dm = MixedLanguageDataModule(data_cfg, tok)
+    result: dict = {"run": ev.run, "backbone": ev.backbone or (run_cfg.backbone.name if run_cfg else None),
+                    "config": OmegaConf.to_container(OmegaConf.structured(run_cfg)) if run_cfg else None,
+                    "eval_args": OmegaConf.to_container(OmegaConf.structured(ev)), "bpb": {}, "tasks": {},
+                    "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for name in dm.heldout_sources():
+        if name.endswith("_indomain"):
+            continue
+        texts = dm.heldout_texts(name, max_docs=ev.max_docs)
+        t0 = time.perf_counter()
+        result["bpb"][name] = bits_per_byte(model, tok, texts, max_length=ev.max_length, batch_size=ev.batch_size)
+        print(f"  bpb {name:<4} {result['bpb'][name]:.4f}  ({len(texts)} docs, {time.perf_counter() - t0:.1f} s)",
+              file=sys.stderr)
+    langs = sorted({*dm.languages})
+    tasks = default_tasks(langs) if ev.tasks is None else ev.tasks
+    for task in tasks:
+        t0 = time.perf_counter()
+        r = multiple_choice(model, tok, task, shots=ev.shots, normalization=ev.normalization, limit=ev.limit,
+                            batch_size=ev.batch_size)
+        result["tasks"][task] = r
+        print(f"  {task:<18} acc {r['acc']:.3f} acc_norm {r['acc_norm']:.3f} (n={r['n']}, "
+              f"{time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    by_lang: dict[str, list[float]] = {}
+    for task, r in result["tasks"].items():
+        lang = task.rsplit("_", 1)[-1] if task.rsplit("_", 1)[-1] in ("en", "fr", "de") else "other"
+        by_lang.setdefault(lang, []).append(r["acc_norm"])
+    result["task_average"] = {k: sum(v) / len(v) for k, v in by_lang.items()}
+    return result
+
+
+def table(result: dict) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    for k, v in result["bpb"].items():
+        lines.append(f"| bpb {k} | {v:.4f} |")
+    for k, r in result["tasks"].items():
+        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {r['acc']:.3f} / {r['acc_norm']:.3f} |")
+    for k, v in result.get("task_average", {}).items():
+        lines.append(f"| task average {k} | {v:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return {}
+    ev = parse(argv)
+    result = evaluate(ev)
+    out = Path(ev.out) if ev.out else (Path(ev.run) / "eval.json" if ev.run else Path("eval.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(table(result))
+    print(f"[nr-lightning] wrote {out}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

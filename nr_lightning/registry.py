@@ -1,0 +1,37 @@
+"""The one registry of names: extension methods, gates, inits, placements, supported model families,
+sequence strategies and merges. Config validation, the extension API, the planner, the sequence runner and
+evaluation all import these tuples, so adding a name is one edit here (plus its implementation)."""
+
+from __future__ import annotations
+
+# Extension methods (paper §3-4): full finetuning, LoRA, and the three residual-adapter variants.
+METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
+ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")  # a gated residual adapter in every FFN block
+GATES = ("elu", "relu", "sigmoid", "none")  # the adapter's block gate (neutral: elu, sigmoid: sigmoid)
+INITS = ("low_variance", "he")  # the adapter's init (neutral residues: low variance)
+PLACEMENTS = ("parallel", "serial")  # the adapter beside or after the FFN
+# The block gate w_b's own init (docs/method.md): he = the standard init the paper departs from only for W_in and
+# W_gate (Sec. 3), the default; low_variance = the adapter's low variance (the behaviour before the option).
+GATE_INITS = ("he", "low_variance")
+# How English is mixed into batches (docs/data.md): random draws at rate p, or exactly round(p*B) per batch.
+MIXINGS = ("random", "stratified")
+
+# FFN class name -> model family: the architectures an extension can be added to (gate/up/down FFNs).
+SUPPORTED_FFNS: dict[str, str] = {
+    "LlamaMLP": "llama",
+    "MistralMLP": "mistral",
+    "Qwen2MLP": "qwen2",
+    "Qwen3MLP": "qwen3",
+    "GemmaMLP": "gemma",
+    "Gemma2MLP": "gemma2",
+    "Gemma3MLP": "gemma3",
+}
+# config.model_type values whose CausalLM forward is exactly `lm_head(decoder(...).last_hidden_state)` (plus
+# Gemma-2/3's optional final soft-capping): evaluation can then run the head on the scored positions only.
+HEAD_ONLY_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+                                   "smollm3"})
+
+# Sequential knowledge addition (docs/sequence.md).
+STRATEGIES = ("stack", "olora", "continue", "merge", "moe", "joint")
+ROUTERS = ("gates", "learned")
+MERGE_METHODS = ("linear", "ties", "dare", "dare_ties", "magnitude")

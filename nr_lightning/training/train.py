@@ -1,0 +1,315 @@
+"""Train one extension run: `python -m nr_lightning.train method=neutral lang=fr trainer.max_steps=50`.
+
+Reads top to bottom: compose + validate the config (fails before anything loads), prepare the run
+directory, load the backbone and extend it, build the mixed-language data, then fit with
+checkpoints, TensorBoard curves and a final `save_extension`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..config import ConfigError, RunConfig, compose, to_dict, to_yaml
+from ..registry import ADAPTER_METHODS
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def _slurm_run_id() -> str | None:
+    """SLURM's job id (``<array>_<task>`` in arrays): the same in every rank and across requeues."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    """The run directory. Unnamed runs get ``<method>-<lang>-<SLURM job id>`` under SLURM (stable across
+    requeues, identical on every rank), else a timestamp; ranks started by Lightning's launcher inherit
+    rank 0's choice through NRL_RUN_DIR."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir).expanduser()
+    if not cfg.name and os.environ.get("NRL_RUN_DIR"):
+        return Path(os.environ["NRL_RUN_DIR"])
+    stamp = _slurm_run_id() or time.strftime('%Y%m%d-%H%M%S')
+    name = cfg.name or f"{cfg.method.name}-{cfg.lang}-{stamp}"
+    return Path(cfg.runs_root).expanduser() / name
+
+
+def _env_rank_zero() -> bool:
+    """Rank 0 before the Trainer exists (torchrun RANK, srun SLURM_PROCID, Lightning's LOCAL_RANK/NODE_RANK)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        if os.environ.get(var, "0") not in ("", "0"):
+            return False
+    return True
+
+
+def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> None:
+    """Create the run directory; refuse unwritable or nearly full disks before any training starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test-{socket.gethostname()}-{os.getpid()}"  # per process: ranks probe concurrently
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run directory {path} is not writable ({e.strerror}); set run_dir=PATH or runs_root=PATH "
+                          f"to a writable location") from None
+    free = shutil.disk_usage(path).free / 2**30
+    if free < min_free_gb:
+        raise ConfigError(f"only {free:.2f} GiB free under {path}: checkpoints need at least {min_free_gb} GiB; "
+                          f"free space or set runs_root=PATH elsewhere")
+    if not resuming and (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()):
+        raise ConfigError(f"{path} already holds checkpoints of an earlier run: resume it with ckpt_path=last, "
+                          f"or choose another name=... (nothing was overwritten)")
+
+
+def banner(cfg: RunConfig, report: dict, dm_info: dict, run_dir: Path) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"nr-lightning: {cfg.method.name} → {cfg.lang}", show_header=False)
+    tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
+    rows = [
+        ("backbone", f"{cfg.backbone.name} ({report['backbone_total']:,} params, "
+                     f"{report['backbone_non_embedding']:,} non-embedding)"),
+        ("method", f"{cfg.method.name}  gate={report['gate']} init={report['init']} width={report['width']} "
+                   f"rank={report['rank']}"),
+        ("trainable", f"{report['trainable']:,} = {report['budget']:.2%} of non-embedding "
+                      f"(requested {cfg.method.budget:.0%})" if cfg.method.name != "finetune" else
+         f"{report['trainable']:,} (all)"),
+        ("losses", f"CE + {cfg.method.alpha}·sparsity + {cfg.method.beta}·gate_bce"),
+        ("optimizer", f"AdamW lr={cfg.method.lr * cfg.optim.lr_multiplier:g} (method.lr {cfg.method.lr:g} × "
+                      f"optim.lr_multiplier {cfg.optim.lr_multiplier:g}) β=({cfg.optim.beta1}, {cfg.optim.beta2}) wd={cfg.optim.weight_decay} "
+                      f"{cfg.optim.schedule} warm-up {cfg.optim.warmup_steps}"),
+        ("data", f"learn={dm_info.get('learn')} retain={dm_info.get('retain')} p(English)={cfg.data.p}"),
+        ("steps", f"{cfg.trainer.max_steps} × {tokens_per_step:,} tokens = "
+                  f"{cfg.trainer.max_steps * tokens_per_step:,} tokens (per device)"),
+        ("precision", f"{cfg.trainer.precision} on {cfg.trainer.accelerator}"),
+        ("run dir", str(run_dir)),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console = Console(file=sys.stderr)
+    console.print(t)
+    return "\n".join(f"{k}: {v}" for k, v in rows)
+
+
+def build(cfg: RunConfig):
+    """Backbone + extension + data module, as the run will use them."""
+    import torch
+
+    from .. import extend
+    from ..backbone import load_backbone
+    from ..data import MixedLanguageDataModule
+
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    backbone, tokenizer = load_backbone(cfg.backbone.name, dtype=getattr(torch, DTYPES[cfg.backbone.dtype]),
+                                        seed=cfg.seed, trust_remote_code=cfg.backbone.trust_remote_code)
+    m = cfg.method
+    model = extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
+                   placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
+    dm = MixedLanguageDataModule(cfg.data, tokenizer)
+    return model, tokenizer, dm
+
+
+default_build = build  # `main(build=None)`: the parameter shadows the function's name inside main
+
+
+def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] | None = None,
+         extra_callbacks: Callable[[list], list] | None = None) -> dict:
+    """Train one run. ``build(cfg) -> (model, tokenizer, datamodule)`` replaces the default `build` (the
+    sequence runner passes one that stacks, merges or routes earlier stages); the rest of the run is the same.
+    ``extra_callbacks(callbacks) -> list`` adds callbacks that see the run's own (the English-base builder's
+    early stop reads the ForgettingCurves history)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
+        print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
+        return {}
+    cfg = compose(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
+        from ..scale.plan import dry_run
+
+        return dry_run(cfg)
+    from .checkpointing import install_preemption_handler
+
+    previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
+    try:
+        return _train(cfg, build or default_build, extra_callbacks)
+    finally:
+        install_preemption_handler(restore=previous_usr1)
+
+
+def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=None) -> dict:
+    """One run, in the order it happens; each step is a helper below."""
+    from .checkpointing import Preempted, resolve_checkpoint
+
+    run_dir = _prepare(cfg)  # accumulation, precision, run directory: all fail before anything loads
+    ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
+    import lightning as L
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    rank_zero = _env_rank_zero()
+    if rank_zero:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    module, dm, tokenizer = _build_module(cfg, build, run_dir, rank_zero)
+    callbacks = _callbacks(cfg, run_dir, dm, tokenizer, resuming=ckpt_path is not None)
+    extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
+    callbacks += extra
+    trainer = _trainer(cfg, module.model, run_dir, callbacks)
+    if cfg.trainer.compile:
+        module.compile_model()
+    inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
+    if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
+        os.environ["NRL_RUN_DIR"] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Preempted as e:
+        return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(e.path), "global_step": e.step,
+                "requeued": e.requeued}
+    finally:
+        if inherit:
+            os.environ.pop("NRL_RUN_DIR", None)
+    return {**_finish(cfg, run_dir, module, trainer, callbacks, ckpt_path), "extra_callbacks": extra}
+
+
+def _prepare(cfg: RunConfig) -> Path:
+    """Resolve accumulation and precision, create and check the run directory."""
+    from ..scale.plan import solve_accumulation
+    from .precision import resolve_precision
+
+    solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
+    cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
+    run_dir = run_dir_for(cfg)
+    prepare_run_dir(run_dir, cfg.ckpt_path is not None, min_free_gb=cfg.trainer.min_free_gb)
+    return run_dir
+
+
+def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: Path, rank_zero: bool):
+    """(LightningModule, DataModule, tokenizer); the data is checked and the plan printed / written."""
+    from ..scale.plan import enable_activation_checkpointing
+    from .module import ExtensionModule
+
+    model, tokenizer, dm = build(cfg)
+    dm.setup("fit")  # fail on missing / empty data before training starts
+    enable_activation_checkpointing(model, cfg)
+    module = ExtensionModule(model, cfg, languages=dm.languages)
+    info = dm.describe() if hasattr(dm, "describe") else {}
+    text = banner(cfg, module.report, info, run_dir)
+    if rank_zero:
+        (run_dir / "plan.txt").write_text(text + "\n")
+    return module, dm, tokenizer
+
+
+def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> list:
+    """Checkpoints, forgetting curves on every held-out set, loss history, preemption, gate statistics."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+    from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
+    from .checkpointing import LossHistory, PreemptionCheckpoint, StepDelay
+
+    ev = cfg.eval
+    heldout = {}
+    for name in dm.heldout_sources():
+        if name.endswith("_indomain") and not ev.indomain:
+            continue
+        heldout[name] = dm.heldout_texts(name, max_docs=ev.max_docs)
+    summed = [k for k in heldout if not k.endswith("_indomain")]
+    for name, spec in ev.extra.items():  # extra curves (e.g. a dev copy of the forgetting set), not summed
+        heldout[name] = dm.read_texts(spec, max_docs=ev.max_docs)
+    callbacks: list = [
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True, save_top_k=-1),
+        ForgettingCurves(heldout, tokenizer, every_n_steps=ev.every_n_steps, max_length=ev.max_length,
+                         batch_size=ev.batch_size, at_start=ev.at_start and not resuming,
+                         out_file=run_dir / "curves.json", summed=summed),
+        LossHistory(run_dir / "losses.jsonl"),
+        PreemptionCheckpoint(run_dir / "checkpoints"),
+    ]
+    if os.environ.get("NRL_TEST_STEP_DELAY"):  # test hook: slow steps so a test can kill/signal mid-run
+        callbacks.append(StepDelay(float(os.environ["NRL_TEST_STEP_DELAY"])))
+    if ev.gate_stats and cfg.method.name in ADAPTER_METHODS:
+        batches = {}
+        for name, texts in heldout.items():
+            enc = tokenizer(texts[:4], return_tensors="pt", truncation=True, max_length=128, padding="max_length")
+            batches[name] = enc["input_ids"]
+        callbacks += [GateStatistics(batches, ev.every_n_steps, out_file=run_dir / "gates.json"),
+                      GateSpectra(ev.every_n_steps)]
+    if sys.stderr.isatty():
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
+    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, TensorBoard logger."""
+    import lightning as L
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from ..scale.plan import build_strategy
+    from .checkpointing import AtomicCheckpointIO
+
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    t = cfg.trainer
+    plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
+    if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return L.Trainer(
+        max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=build_strategy(cfg, model), precision=t.precision, accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps, logger=logger,
+        callbacks=callbacks, enable_checkpointing=True, default_root_dir=str(run_dir), num_sanity_val_steps=0,
+        limit_val_batches=0, detect_anomaly=t.detect_anomaly, use_distributed_sampler=False,
+        enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
+    )
+
+
+def _finish(cfg: RunConfig, run_dir: Path, module, trainer, callbacks: list, ckpt_path) -> dict:
+    """The result; on rank 0 also the saved extension and metrics.json."""
+    from .callbacks import ForgettingCurves
+
+    result = {"run_dir": str(run_dir), "config": to_dict(cfg), "parameters": module.report,
+              "global_step": trainer.global_step, "resumed_from": str(ckpt_path) if ckpt_path else None}
+    if trainer.is_global_zero:
+        from .. import save_extension
+
+        save_extension(module.model, run_dir / "extension")
+        forgetting = next(c for c in callbacks if isinstance(c, ForgettingCurves))
+        result["curves"] = forgetting.history
+        result["final_bpb"] = forgetting.final
+        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"[nr-lightning] done: {run_dir} final bpb {json.dumps(result['final_bpb'])}", file=sys.stderr)
+    return result
+
+
+PREEMPTED_EXIT = 3  # checkpoint written (and the SLURM job requeued): resume with ckpt_path=last
+
+
+def cli() -> None:
+    from ..data.sources import DataSourceError
+
+    try:
+        result = main()
+    except (ConfigError, DataSourceError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # NonFiniteLossError: the message names the step, the batch and the checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if result.get("preempted"):
+        sys.exit(PREEMPTED_EXIT)
+
+
+if __name__ == "__main__":
+    cli()
