@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
         return {}
     cfg = compose(argv)
+    from .progress import quiet_third_party
+
+    quiet_third_party()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
         from ..scale.plan import dry_run
@@ -160,7 +163,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
 
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..scale.plan import build_strategy, enable_activation_checkpointing
@@ -213,8 +216,10 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
             batches[name] = enc["input_ids"]
         callbacks += [GateStatistics(batches, ev.every_n_steps),
                       GateSpectra(ev.every_n_steps)]
-    if sys.stderr.isatty():
-        callbacks.append(RichProgressBar())
+    from .progress import progress_callback
+
+    progress = progress_callback()  # rich bar on a terminal, plain lines in batch logs (nr_lightning.progress)
+    callbacks.append(progress)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
@@ -226,7 +231,7 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps, logger=logger,
         callbacks=callbacks, enable_checkpointing=True, default_root_dir=str(run_dir), num_sanity_val_steps=0,
         limit_val_batches=0, detect_anomaly=t.detect_anomaly, use_distributed_sampler=False,
-        enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
+        enable_progress_bar=isinstance(progress, ProgressBar), enable_model_summary=False, plugins=plugins,
     )
     if t.compile:
         module.compile_model()
