@@ -164,7 +164,6 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from ..scale.plan import build_strategy, enable_activation_checkpointing
     from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
@@ -220,7 +219,10 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
 
     progress = progress_callback()  # rich bar on a terminal, plain lines in batch logs (nr_lightning.progress)
     callbacks.append(progress)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    from .dashboard import RunLogger
+
+    # custom-scalars layout, no `epoch` scalar (nr_lightning.dashboard)
+    logger = RunLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
