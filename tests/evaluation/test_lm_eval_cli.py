@@ -37,4 +37,8 @@ def test_lm_eval_cli_scores_a_run_like_our_multiple_choice(tmp_path, fixtures_di
     # lm-eval's acc = argmax of the summed log-likelihood, acc_norm = per-character normalised
     assert res["acc,none"] == pytest.approx(ours["acc_none"])
     assert res["acc_norm,none"] == pytest.approx(ours["acc_per_char"])
-    assert res["acc_stderr,none"] > 0
+    # our standard error is lm-eval's (sample std of the 0/1 scores over sqrt(n))
+    from nr_lightning.evaluation.multiple_choice import accuracy_stderr
+
+    assert res["acc_stderr,none"] == pytest.approx(accuracy_stderr(round(ours["acc_none"] * 6), 6))
+    assert res["acc_norm_stderr,none"] == pytest.approx(accuracy_stderr(round(ours["acc_per_char"] * 6), 6))
