@@ -137,7 +137,7 @@ def _prepare_out(out: Path) -> None:
 
 def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     """Export `run` to `out`; returns {"format", "out", "method", ...}."""
-    from .evaluate import EvalRun, load_model
+    from .evaluation.evaluate import EvalRun, load_model
     from .extension import extension_config
 
     run, out = Path(run), Path(out)

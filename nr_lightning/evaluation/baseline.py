@@ -32,7 +32,7 @@ def baseline_file(ev, run_cfg) -> Path:
 
 def backbone_row(ev, run_cfg) -> dict:
     """The backbone's eval result for the evaluation `ev` of a run with config `run_cfg` (cached)."""
-    from ..evaluate import evaluate
+    from .evaluate import evaluate
 
     path = baseline_file(ev, run_cfg)
     if path.is_file():

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     ev = parse(argv)
     result = evaluate(ev)
     if ev.run and ev.baseline:
-        from .evaluation.baseline import backbone_row, baseline_file, deltas
+        from .baseline import backbone_row, baseline_file, deltas
 
         _, _, run_cfg = load_model_config(ev)
         base = backbone_row(ev, run_cfg)

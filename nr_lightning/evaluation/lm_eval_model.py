@@ -33,7 +33,7 @@ class NRLM(HFLM):
                  max_length: int | None = None, **kwargs) -> None:
         from transformers import PreTrainedModel
 
-        from ..evaluate import EvalRun, load_model
+        from .evaluate import EvalRun, load_model
         from .lm_eval_adapter import HFLMCompatible
 
         if not run and not backbone:

@@ -136,7 +136,7 @@ class ExtensionModule(L.LightningModule):
         if self._t_last is not None:
             tok_s = n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9)
             self.log("train/tokens_per_s", tok_s, prog_bar=True, batch_size=bs)
-            if self._peak_flops:  # nr_lightning.throughput: GPUs with a known peak only
+            if self._peak_flops:  # nr_lightning.training.throughput: GPUs with a known peak only
                 from .throughput import mfu
 
                 self.log("train/mfu", mfu(tok_s / self.trainer.world_size, self._flops_per_token, self._peak_flops),

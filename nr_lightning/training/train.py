@@ -217,11 +217,11 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
                       GateSpectra(ev.every_n_steps)]
     from .progress import progress_callback
 
-    progress = progress_callback()  # rich bar on a terminal, plain lines in batch logs (nr_lightning.progress)
+    progress = progress_callback()  # rich bar on a terminal, plain lines in batch logs (nr_lightning.training.progress)
     callbacks.append(progress)
     from .dashboard import RunLogger
 
-    # custom-scalars layout, no `epoch` scalar (nr_lightning.dashboard)
+    # custom-scalars layout, no `epoch` scalar (nr_lightning.training.dashboard)
     logger = RunLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from nr_lightning.dashboard import LAYOUT, RunLogger
+from nr_lightning.training.dashboard import LAYOUT, RunLogger
 
 
 def test_run_logger_writes_layout_and_drops_epoch(tmp_path):

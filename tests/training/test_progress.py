@@ -10,8 +10,13 @@ import sys
 import warnings
 from pathlib import Path
 
-from nr_lightning.progress import PlainProgress, StepProgressBar, progress_callback, quiet_third_party
 from nr_lightning.testing import fixture_data_args
+from nr_lightning.training.progress import (
+    PlainProgress,
+    StepProgressBar,
+    progress_callback,
+    quiet_third_party,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import torch
 
 from nr_lightning import extend
 from nr_lightning.testing import tiny_model
-from nr_lightning.throughput import mfu, peak_flops, train_flops_per_token
+from nr_lightning.training.throughput import mfu, peak_flops, train_flops_per_token
 
 
 def test_flops_per_token_counts_frozen_and_trained_matmuls():
