@@ -22,7 +22,7 @@ GPUS ?= 8
 OVERRIDES ?=
 comma := ,
 
-.PHONY: help setup data train sweep slurm test test-slow lint eval report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep
+.PHONY: help setup data train sweep slurm test test-slow lint eval export report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ lint: setup ## ruff
 
 eval: setup ## evaluate a run: make eval RUN=runs/<name> ARGS="tasks=[arc_challenge_fr] limit=20"
 	$(PYBIN) -m nr_lightning.evaluate run=$(RUN) $(ARGS)
+
+export: setup ## export a run for other tools: make export RUN=runs/<name> ARGS="format=hf out=export/<name>" (peft|hf|extension)
+	$(PYBIN) -m nr_lightning.export run=$(RUN) $(if $(findstring out=,$(ARGS)),,out=export/$(notdir $(RUN))) $(ARGS)
 
 report: setup ## table + trade-off plot of every run in runs/
 	$(PYBIN) -m nr_lightning.report runs/*

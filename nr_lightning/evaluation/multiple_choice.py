@@ -20,6 +20,7 @@ the softmax (and, for HF models, the LM head: ``logits_to_keep``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,15 @@ def normalized_scores(logprobs: list[float], n_tokens: list[int], choices: list[
     raise ValueError(f"unknown normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
 
 
+def accuracy_stderr(correct: int, n: int) -> float:
+    """Standard error of an accuracy as lm-eval reports it (``mean_stderr``: sample standard deviation of
+    the per-item 0/1 scores, ddof=1, over sqrt(n)) = sqrt(p(1-p)/(n-1)); 0 for a single item."""
+    if n < 2:
+        return 0.0
+    p = correct / n
+    return math.sqrt(p * (1.0 - p) / (n - 1))
+
+
 def multiple_choice(
     model,
     tokenizer,
@@ -189,6 +199,8 @@ def multiple_choice(
     out: dict[str, Any] = {"acc": correct["none"] / n, "acc_norm": correct[normalization] / n, "n": n,
                            "normalization": normalization, "shots": shots, "task": loaded.spec.name}
     out.update({f"acc_{nm}": correct[nm] / n for nm in norms})
+    out["acc_stderr"], out["acc_norm_stderr"] = accuracy_stderr(correct["none"], n), \
+        accuracy_stderr(correct[normalization], n)
     if return_items:
         out["items"] = records
     return out

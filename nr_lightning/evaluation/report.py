@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = ["run", "method", "lang", "p", "budget", "lr", "steps", "bpb_en", "bpb_target", "bpb_sum",
-           "tasks_en", "tasks_target"]
+           "tasks_en", "tasks_target", "Δbpb_en", "Δbpb_target", "Δtasks_en", "Δtasks_target"]
 
 
 def collect(run_dir: Path) -> dict | None:
@@ -43,6 +43,10 @@ def collect(run_dir: Path) -> dict | None:
         "bpb_en": bpb.get("en"), "bpb_target": bpb.get(lang),
         "tasks_en": avg.get("en"), "tasks_target": avg.get(lang),
     }
+    delta = e.get("delta") or {}  # against the backbone's own row (make eval; nr_lightning.evaluation.baseline)
+    row.update({"Δbpb_en": (delta.get("bpb") or {}).get("en"), "Δbpb_target": (delta.get("bpb") or {}).get(lang),
+                "Δtasks_en": (delta.get("task_average") or {}).get("en"),
+                "Δtasks_target": (delta.get("task_average") or {}).get(lang)})
     row["bpb_sum"] = row["bpb_en"] + row["bpb_target"] if row["bpb_en"] is not None and row["bpb_target"] is not None \
         else None
     if method == "finetune":
@@ -66,9 +70,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _fmt_delta(v) -> str:
+    return "–" if v is None else f"{v:+.4f}"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(_fmt_delta(r.get(c)) if c.startswith("Δ") else _fmt(r.get(c)) for c in COLUMNS)
+              + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

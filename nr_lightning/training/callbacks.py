@@ -74,16 +74,24 @@ class ForgettingCurves(_Periodic):
         self.out_file = Path(out_file) if out_file else None
         self.history: list[dict] = []
         self.summed = summed  # keys of eval/bpb_sum (default: every set but the *_indomain ones)
+        self.shard = False  # set in setup(): True under DDP
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        name = type(trainer.strategy).__name__
+        self.shard = trainer.world_size > 1 and name.startswith("DDP")
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        from ..evaluation import bits_per_byte
+        from ..evaluation import bits_per_byte, sharded_bits_per_byte
 
+        # DDP: each rank scores 1/W of the documents and the sums are all-reduced; sharded-weight strategies
+        # (FSDP, DeepSpeed) gather weights inside forward, so every rank must run every window there
+        score = sharded_bits_per_byte if self.shard else bits_per_byte
         was_training = model.training
         model.eval()
         try:
-            res = {lang: float(bits_per_byte(model, self.tokenizer, texts, max_length=self.max_length,
-                                             batch_size=self.batch_size))
+            res = {lang: float(score(model, self.tokenizer, texts, max_length=self.max_length,
+                                     batch_size=self.batch_size))
                    for lang, texts in self.texts.items()}
         finally:
             model.train(was_training)

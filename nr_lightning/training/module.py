@@ -53,11 +53,18 @@ class ExtensionModule(L.LightningModule):
         self.strict_loading = False  # adapter checkpoints hold only the extension's weights
         self._t_last: float | None = None
         self._skipped_batches = 0
+        self._flops_per_token, self._peak_flops = 0.0, None  # set in on_fit_start (MFU)
         self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
         # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.loss)
         # (not under FSDP/DeepSpeed: their root wrapper must run the forward that gathers the head's shards)
         sharded = cfg.trainer.strategy in ("fsdp", "deepspeed")
         self._fused = hidden_and_head(model) if cfg.trainer.fused_loss and not sharded else None
+
+    def on_fit_start(self) -> None:
+        from .throughput import peak_flops, train_flops_per_token
+
+        self._flops_per_token = train_flops_per_token(self.model, self.cfg.data.seq_len)
+        self._peak_flops = peak_flops(self.device, self.cfg.trainer.precision)
 
     def forward(self, input_ids: torch.Tensor, **kw):
         return self.model(input_ids=input_ids, **kw)
@@ -127,8 +134,13 @@ class ExtensionModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/english_fraction", (domain == 0).float().mean(), batch_size=bs)
         if self._t_last is not None:
-            self.log("train/tokens_per_s", n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9),
-                     prog_bar=True, batch_size=bs)
+            tok_s = n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9)
+            self.log("train/tokens_per_s", tok_s, prog_bar=True, batch_size=bs)
+            if self._peak_flops:  # nr_lightning.training.throughput: GPUs with a known peak only
+                from .throughput import mfu
+
+                self.log("train/mfu", mfu(tok_s / self.trainer.world_size, self._flops_per_token, self._peak_flops),
+                         batch_size=bs)
         self._t_last = now
         self.log("train/tokens_seen", float((self.global_step + 1) * n_tokens * self.trainer.world_size
                                             * self.trainer.accumulate_grad_batches), batch_size=bs)

@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
         return {}
     cfg = compose(argv)
+    from .progress import quiet_third_party
+
+    quiet_third_party()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
         from ..scale.plan import dry_run
@@ -214,7 +217,7 @@ def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: 
 
 def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> list:
     """Checkpoints, forgetting curves on every held-out set, loss history, preemption, gate statistics."""
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from .callbacks import ForgettingCurves, GateSpectra, GateStatistics
     from .checkpointing import LossHistory, PreemptionCheckpoint, StepDelay
@@ -246,8 +249,9 @@ def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> 
             batches[name] = enc["input_ids"]
         callbacks += [GateStatistics(batches, ev.every_n_steps, out_file=run_dir / "gates.json"),
                       GateSpectra(ev.every_n_steps)]
-    if sys.stderr.isatty():
-        callbacks.append(RichProgressBar())
+    from .progress import progress_callback
+
+    callbacks.append(progress_callback())  # rich bar on a terminal, plain lines in batch logs (training/progress.py)
     return callbacks
 
 
@@ -255,12 +259,14 @@ def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
     """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, TensorBoard logger."""
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.callbacks import ProgressBar
 
     from ..scale.plan import build_strategy
     from .checkpointing import AtomicCheckpointIO
+    from .dashboard import RunLogger
 
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    # custom-scalars layout, no `epoch` scalar (training/dashboard.py)
+    logger = RunLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
@@ -271,7 +277,8 @@ def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
         gradient_clip_val=cfg.optim.grad_clip or None, log_every_n_steps=t.log_every_n_steps, logger=logger,
         callbacks=callbacks, enable_checkpointing=True, default_root_dir=str(run_dir), num_sanity_val_steps=0,
         limit_val_batches=0, detect_anomaly=t.detect_anomaly, use_distributed_sampler=False,
-        enable_progress_bar=True, enable_model_summary=False, plugins=plugins,
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks), enable_model_summary=False,
+        plugins=plugins,
     )
 
 

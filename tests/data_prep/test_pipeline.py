@@ -108,3 +108,27 @@ def test_errors_before_any_work(test_warc: Path, lid_model: Path, tmp_path: Path
         parse_cli(PrepConfig, ["input=a", "lang=fr", "output=o", "qualty.model=x"])
     with pytest.raises(ConfigError, match=r"expected one of \[jsonl, parquet\]"):
         parse_cli(PrepConfig, ["input=a", "lang=fr", "output=o", "format=csv"])
+
+
+def test_default_pipeline_sets_itself_up(test_warc: Path, lid_model: Path, tmp_path: Path, monkeypatch,
+                                         capsys) -> None:
+    """No lid.model / quality.model given: the LID model is fetched on first use (here: the fetch is the
+    fixture's), a missing quality model skips the filter with one line, and NRL_CACHE picks the cache."""
+    import data_prep
+    import data_prep.models
+    from data_prep.pipeline import resolve
+
+    monkeypatch.delenv("DATA_PREP_CACHE", raising=False)
+    monkeypatch.setenv("NRL_CACHE", str(tmp_path / "cache"))
+    assert data_prep.cache_dir() == tmp_path / "cache"
+    fetched = []
+    monkeypatch.setattr(data_prep.models, "ensure_lid_model", lambda: fetched.append(1) or lid_model)
+    cfg = parse_cli(PrepConfig, [f"input={test_warc}", "lang=fr", f"output={tmp_path / 'out'}", "progress=false"],
+                    list_keys=("input",))
+    r = resolve(cfg)
+    err = capsys.readouterr().err
+    assert fetched and r.lid.model == str(lid_model) and "fetching the language-ID model" in err
+    assert r.quality.model == "none"
+    skip = [ln for ln in err.splitlines() if "quality filter skipped" in ln]
+    assert len(skip) == 1 and str(tmp_path / "cache" / "models" / "quality_fr.bin") in skip[0]
+    assert "python -m data_prep.quality train" in skip[0]

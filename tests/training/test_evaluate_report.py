@@ -100,3 +100,35 @@ def test_report_compares_sequence_runs(tmp_path):
     assert "| seq-a | stack | lora | 2/2 | 1.7000 | 1.5000 | 0.9700 | 0.1000 | 0.0700 | 4.1700 |" in md
     assert "| seq-b | merge merge=ties | lora | 2/2 | 1.5500 | 1.6000 | 0.9100 | 0.0500 | 0.0100 | 4.0600 |" in md
     assert "| backbone |" in md
+
+
+def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, fixtures_dir, monkeypatch, capsys):
+    import nr_lightning.evaluate as evaluate_mod
+    from nr_lightning.evaluation import baseline
+    from nr_lightning.evaluation.multiple_choice import accuracy_stderr
+    from nr_lightning.testing import fake_run
+
+    overrides = dict(a.split("=", 1) for a in fixture_data_args(fixtures_dir))
+    run = fake_run(tmp_path, "neutral", lang="fr", **overrides)
+    monkeypatch.setattr(baseline, "baseline_file", lambda ev, cfg: tmp_path / "baselines" / "row.json")
+    calls = []
+    real = evaluate_mod.evaluate
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda ev: calls.append(ev.run) or real(ev))
+    args = [f"run={run}", "tasks=[arc_challenge_fr]", "limit=5", "max_docs=2", "max_length=64"]
+    first = evaluate_mod.main(args)
+    assert calls == [str(run), None]  # the run, then the bare backbone
+    second = evaluate_mod.main(args)
+    assert calls[2:] == [str(run)]  # the backbone row comes from the cache
+    base = json.loads((tmp_path / "baselines" / "row.json").read_text())
+    for lang in ("fr", "en"):
+        assert second["delta"]["bpb"][lang] == pytest.approx(second["bpb"][lang] - base["bpb"][lang])
+        assert abs(second["delta"]["bpb"][lang]) > 1e-4  # the random extension does change the model
+    r = first["tasks"]["arc_challenge_fr"]
+    assert r["acc_stderr"] == pytest.approx(accuracy_stderr(round(r["acc"] * 5), 5))
+    out = capsys.readouterr().out
+    assert "Δ vs backbone" in out and "±" in out
+    from nr_lightning.report import collect, markdown
+
+    row = collect(run)
+    assert row["Δbpb_en"] == pytest.approx(second["delta"]["bpb"]["en"])
+    assert f"{row['Δbpb_target']:+.4f}" in markdown([row])

@@ -1,0 +1,64 @@
+"""The backbone's own row: the same evaluation on the bare backbone, computed once and cached.
+
+A run's numbers mean little without the model it started from; ``make eval`` prints every metric's Δ
+against this row. The cache key is everything that changes the backbone's numbers (backbone, seed,
+held-out sources, tasks, limits, shots, normalisation), so a cached row is reused only when it is the
+same evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def _key(ev, run_cfg) -> dict:
+    data = OmegaConf.to_container(OmegaConf.structured(run_cfg.data))
+    return {"backbone": ev.backbone or run_cfg.backbone.name, "seed": run_cfg.seed, "data": data,
+            **{k: v for k, v in asdict(ev).items() if k in ("langs", "tasks", "limit", "max_docs", "max_length",
+                                                             "shots", "normalization")}}
+
+
+def baseline_file(ev, run_cfg) -> Path:
+    from ..backbone import cache_dir
+
+    key = json.dumps(_key(ev, run_cfg), sort_keys=True, default=str)
+    return cache_dir() / "baselines" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def backbone_row(ev, run_cfg) -> dict:
+    """The backbone's eval result for the evaluation `ev` of a run with config `run_cfg` (cached)."""
+    from .evaluate import evaluate
+
+    path = baseline_file(ev, run_cfg)
+    if path.is_file():
+        return json.loads(path.read_text())
+    bare = replace(ev, run=None, backbone=ev.backbone or run_cfg.backbone.name, seed=run_cfg.seed, out=None,
+                   data=OmegaConf.to_container(OmegaConf.structured(run_cfg.data)), baseline=False)
+    result = evaluate(bare)
+    result["cache_key"] = _key(ev, run_cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return result
+
+
+def deltas(result: dict, base: dict) -> dict:
+    """Run minus backbone for every bpb, accuracy and task average both hold."""
+    out: dict = {"bpb": {}, "tasks": {}, "task_average": {}}
+    for k, v in result.get("bpb", {}).items():
+        if k in base.get("bpb", {}):
+            out["bpb"][k] = v - base["bpb"][k]
+    for k, r in result.get("tasks", {}).items():
+        b = base.get("tasks", {}).get(k)
+        if b:
+            out["tasks"][k] = {"acc": r["acc"] - b["acc"], "acc_norm": r["acc_norm"] - b["acc_norm"]}
+    for k, v in result.get("task_average", {}).items():
+        if k in base.get("task_average", {}):
+            out["task_average"][k] = v - base["task_average"][k]
+    return out
