@@ -198,8 +198,25 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
     return run
 
 
+def _non_finite(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first inf/nan number below ``value`` (inf and nan pass every `> 0` check)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return key
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
     node = OmegaConf.structured(cfg)  # built once: it is the slow part of compose()
+    bad = _non_finite(OmegaConf.to_container(node))
+    if bad:
+        raise ConfigError(f"bad value {bad}={OmegaConf.select(node, bad)!r}: numbers in the config must be finite")
     for key, valid in CHOICES.items():
         value = OmegaConf.select(node, key)
         if value not in valid:

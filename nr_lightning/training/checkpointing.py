@@ -6,8 +6,9 @@ Why each piece exists:
   over the target, so a process killed mid-write (kill -9, OOM, node loss) never leaves a truncated
   ``last.ckpt`` behind: the previous file stays intact until the new one is complete.
 - ``resolve_checkpoint(run_dir, "last")`` returns the newest checkpoint that passes ``checkpoint_problem``
-  (a zip-structure check that catches truncation cheaply) and warns about every newer one it skips, so a
-  damaged file (copied half-way, disk filled up on another writer) falls back to the one before it.
+  (zip structure plus the CRC of every record, so truncation and flipped bits are both caught) and warns
+  about every newer one it skips, so a damaged file (copied half-way, disk filled up on another writer,
+  a flipped bit) falls back to the one before it. Loading is ``weights_only=True`` whatever the environment.
 - ``PreemptionCheckpoint`` replaces Lightning's SLURM SIGUSR1 handler, which saves the checkpoint *inside*
   the signal handler and can deadlock DDP (Lightning issue #21406, docs/cluster.md): here the
   handler only sets a flag; at the next optimizer-step boundary all ranks agree on it with one collective,
@@ -76,11 +77,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if os.environ.get("NRL_TEST_SAVE_DELAY"):  # test hook: a window to kill the process mid-write
+                time.sleep(float(os.environ["NRL_TEST_SAVE_DELAY"]))
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Always ``weights_only=True``: Lightning passes None, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns
+        into a full unpickle that runs code planted in the file; an explicit True wins over that variable
+        (torch.load docs). Our checkpoints hold only tensors, numbers, strings and containers."""
+        import pickle
+
+        from .config import ConfigError
+
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"checkpoint {path} holds objects that are not plain weights ({first}); it was not "
+                              "written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -163,7 +182,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
         p = Path(spec).expanduser()
         if not p.is_file():
             raise ConfigError(f"ckpt_path={spec!r} does not exist; use ckpt_path=last to resume {run_dir}")
-        problem = checkpoint_problem(p)
+        problem = checkpoint_problem(p, deep=True)
         if problem:
             raise ConfigError(f"ckpt_path={spec!r} is not a usable checkpoint: {problem}; "
                               f"ckpt_path=last picks the newest valid one of {run_dir}")
@@ -176,7 +195,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
         return None
     skipped = []
     for p in candidates:
-        problem = checkpoint_problem(p)
+        problem = checkpoint_problem(p, deep=True)  # CRC of every record: catches bit flips, not only truncation
         if problem is None:
             if skipped:
                 warnings.warn(f"ckpt_path=last: skipped damaged checkpoint(s) {'; '.join(skipped)}; "
