@@ -270,3 +270,15 @@ def test_resume_many_epochs_later(make_dm, monkeypatch, cache):
     dm2 = make_dm(p=0.5, seq_len=24)
     dm2.load_state_dict(dm.state_dict() | {"sequences_consumed": 150 * 4})
     assert all(_same(a, b) for a, b in zip(expected, _batches(dm2, 5)))
+
+
+@pytest.mark.parametrize("damage", [b'{"text": "cut off\n', b'{"text": "caf\xe9 latin-1"}\n'])
+def test_setup_checks_every_record_of_the_training_files(make_dm, corpora, damage):
+    """A damaged record deep in a training file stops the run at setup, naming file and line, instead of
+    crashing at the step that reaches it (or never being read in a short run)."""
+    path = corpora / "fr" / "train.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:40]) + damage + b"".join(lines[40:]))
+    with pytest.raises(DataSourceError, match=r"'fr'.*train.jsonl:41: (corrupt JSON line|not UTF-8)") as e:
+        make_dm().setup("fit")
+    assert "at at" not in str(e.value)
