@@ -101,6 +101,7 @@ class RunConfig:
     run_dir: str | None = None  # full path; overrides runs_root/name
     runs_root: str = "runs"
     ckpt_path: str | None = None  # resume: last | path/to.ckpt
+    overwrite: bool = False  # replace an earlier run's outputs in run_dir (otherwise such a directory is refused)
     seed: int = 0
     lang: str = "fr"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

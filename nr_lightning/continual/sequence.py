@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig, compose, group_choices
+from ..training.train import earlier_outputs
 
 STRATEGIES = ("stack", "olora", "continue", "merge", "moe", "joint")
 ROUTERS = ("gates", "learned")
@@ -290,6 +291,8 @@ class Sequence:
                 "weights": {}}
         args = [*self.train_args, *_data_args(data), f"run_dir={out}", f"trainer.max_steps={self.seq.router_steps}",
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
+        if earlier_outputs(out):  # an interrupted router run: resume it (or restart it when it has no checkpoint)
+            args.append("ckpt_path=last")
         from ..training.train import main as train_main
 
         train_main(args, build=builder)
@@ -311,7 +314,7 @@ class Sequence:
         args = [*self.train_args, *_data_args(stage_data(self.seq, self.cfg, k)), f"run_dir={stage_dir}"]
         if lang in group_choices("lang"):
             args.insert(0, f"lang={lang}")
-        if (stage_dir / "checkpoints" / "last.ckpt").is_file():
+        if earlier_outputs(stage_dir):  # resume; restarts from scratch when no checkpoint was written yet
             args.append("ckpt_path=last")
 
         def builder(cfg: RunConfig):
@@ -481,13 +484,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    from ..data.sources import DataSourceError
+    from ..errors import run_cli
 
-    try:
-        main()
-    except (ConfigError, DataSourceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 import zipfile
@@ -36,6 +35,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..preemption import install_preemption_handler, preemption_requested
 
 __all__ = ["AtomicCheckpointIO", "LossHistory", "Preempted", "PreemptionCheckpoint", "StepDelay",
            "checkpoint_candidates", "checkpoint_problem", "install_preemption_handler", "preemption_requested",
@@ -77,8 +78,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            if os.environ.get("NRL_TEST_SAVE_DELAY"):  # test hook: a window to kill the process mid-write
-                time.sleep(float(os.environ["NRL_TEST_SAVE_DELAY"]))
+            if os.environ.get("NRL_TEST_SAVE_DELAY") and target.exists():  # test hook: a window to kill the
+                time.sleep(float(os.environ["NRL_TEST_SAVE_DELAY"]))  # process while it replaces a good file
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -92,7 +93,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         (torch.load docs). Our checkpoints hold only tensors, numbers, strings and containers."""
         import pickle
 
-        from .config import ConfigError
+        from ..config import ConfigError
 
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
@@ -208,27 +209,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
 
 # ----------------------------------------------------------------------------------------------- preemption
 
-_REQUESTED: list[int] = []
-
-
-def _on_signal(signum: int, frame: Any) -> None:  # async-signal-safe: only records the signal
-    _REQUESTED.append(signum)
-
-
-def install_preemption_handler(signum: int = signal.SIGUSR1, restore: Any = None) -> Any:
-    """Record ``signum`` instead of dying on it; returns the previous handler (pass it as ``restore`` to put it
-    back). Called at the very start of a run, so a SLURM ``--signal`` that fires while the model is still
-    loading is not fatal (docs/cluster.md): the run checkpoints at its first step."""
-    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
-        return None
-    if restore is not None:
-        return signal.signal(signum, restore)
-    _REQUESTED.clear()
-    return signal.signal(signum, _on_signal)
-
-
-def preemption_requested() -> bool:
-    return bool(_REQUESTED)
+# The SIGUSR1 flag itself lives in nr_lightning/preemption.py (no heavy imports: the CLI installs it first).
 
 
 def slurm_job_id() -> str | None:

@@ -7,6 +7,11 @@ checkpoints, TensorBoard curves and a final `save_extension`.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first thing: a requeue signal during the imports below must not end the job
+    from nr_lightning.preemption import install_preemption_handler as _install_early
+
+    _install_early()
+
 import json
 import os
 import shutil
@@ -50,8 +55,40 @@ def _env_rank_zero() -> bool:
     return True
 
 
-def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> None:
-    """Create the run directory; refuse unwritable or nearly full disks before any training starts."""
+# What a run writes into its directory (plus eval.json from nr_lightning.evaluate): any of them means the
+# directory belongs to an earlier run, whose results a fresh start would overwrite or append to.
+OUTPUTS = ("config.yaml", "plan.txt", "metrics.json", "curves.json", "losses.jsonl", "eval.json", "checkpoints",
+           "extension", "tb")
+
+
+def earlier_outputs(path: Path) -> list[str]:
+    """Names of an earlier run's outputs in ``path`` (empty folders do not count)."""
+    if not path.is_dir():
+        return []
+    found = [n for n in OUTPUTS if (path / n).is_file() or (path / n).is_dir() and any((path / n).iterdir())]
+    return found + sorted(p.name for p in path.glob("hpc_ckpt_*.ckpt"))
+
+
+def clear_outputs(path: Path) -> None:
+    """Remove an earlier run's outputs (``overwrite=true``), once every check of the new run has passed."""
+    for name in [*OUTPUTS, *(p.name for p in path.glob("hpc_ckpt_*.ckpt"))]:
+        p = path / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0, overwrite: bool = False) -> None:
+    """Create the run directory; refuse unwritable or nearly full disks, and a directory holding an earlier
+    run's outputs unless resuming or ``overwrite``, before any training starts (nothing is written here)."""
+    found = earlier_outputs(path) if _env_rank_zero() else []  # launched ranks follow rank 0, which checked
+    if found and not resuming and not overwrite:
+        raise ConfigError(f"{path} already holds an earlier run's outputs ({', '.join(found)}): resume it with "
+                          f"ckpt_path=last, replace them with overwrite=true, or choose another name=... "
+                          f"(nothing was changed)")
+    if overwrite and resuming:
+        raise ConfigError("overwrite=true starts afresh and ckpt_path resumes: give one of them")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test-{socket.gethostname()}-{os.getpid()}"  # per process: ranks probe concurrently
@@ -64,9 +101,6 @@ def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> Non
     if free < min_free_gb:
         raise ConfigError(f"only {free:.2f} GiB free under {path}: checkpoints need at least {min_free_gb} GiB; "
                           f"free space or set runs_root=PATH elsewhere")
-    if not resuming and (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()):
-        raise ConfigError(f"{path} already holds checkpoints of an earlier run: resume it with ckpt_path=last, "
-                          f"or choose another name=... (nothing was overwritten)")
 
 
 def banner(cfg: RunConfig, report: dict, dm_info: dict, run_dir: Path) -> str:
@@ -119,6 +153,24 @@ def build(cfg: RunConfig):
     return model, tokenizer, dm
 
 
+def check_checkpoint_fits(ckpt_path: Path, module) -> None:
+    """Refuse a checkpoint of another method/budget/backbone before any work (memory-mapped: cheap)."""
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds objects that are not plain weights "
+                          f"({str(e).strip().splitlines()[0] if str(e).strip() else 'unpickling refused'}); it was "
+                          f"not written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
+    problem = module.checkpoint_mismatch(ckpt)
+    if problem:
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot resume this run: {problem}; resume with the run's own "
+                          f"settings (its config.yaml) or start a new run with another name=...")
+
+
 default_build = build  # `main(build=None)`: the parameter shadows the function's name inside main
 
 
@@ -131,16 +183,16 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
         return {}
-    cfg = compose(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
-        from ..scale.plan import dry_run
-
-        return dry_run(cfg)
-    from .checkpointing import install_preemption_handler
+    from ..preemption import install_preemption_handler
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
     try:
+        cfg = compose(argv)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
+            from ..scale.plan import dry_run
+
+            return dry_run(cfg)
         return _train(cfg, build or default_build)
     finally:
         install_preemption_handler(restore=previous_usr1)
@@ -154,9 +206,12 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
 
     cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
+    from ..backbone import check_backbone
+
+    check_backbone(cfg.backbone.name)  # an empty directory or an unreachable hub id: before the run directory
     resuming = cfg.ckpt_path is not None
     run_dir = run_dir_for(cfg)
-    prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb)
+    prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb, overwrite=cfg.overwrite)
 
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -171,23 +226,26 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         Preempted,
         PreemptionCheckpoint,
         StepDelay,
+        checkpoint_candidates,
         resolve_checkpoint,
     )
     from .module import ExtensionModule
 
+    rank_zero = _env_rank_zero()
+    if cfg.ckpt_path == "last" and rank_zero and not checkpoint_candidates(run_dir) \
+            and {"metrics.json", "extension"} & set(earlier_outputs(run_dir)):
+        raise ConfigError(f"ckpt_path=last: {run_dir} holds a finished run (metrics.json / extension/) and no "
+                          f"checkpoint to resume from; choose another name=... or replace it with overwrite=true")
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    rank_zero = _env_rank_zero()
-    if rank_zero:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     model, tokenizer, dm = build(cfg)
-    dm.setup("fit")  # fail on missing / empty data before training starts
+    dm.setup("fit")  # every record of every training file, before training starts
     enable_activation_checkpointing(model, cfg)
     module = ExtensionModule(model, cfg, languages=dm.languages)
+    if ckpt_path is not None:
+        check_checkpoint_fits(ckpt_path, module)
     info = dm.describe() if hasattr(dm, "describe") else {}
     text = banner(cfg, module.report, info, run_dir)
-    if rank_zero:
-        (run_dir / "plan.txt").write_text(text + "\n")
 
     ev = cfg.eval
     heldout = {}
@@ -195,6 +253,11 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
         if name.endswith("_indomain"):
             continue
         heldout[name] = dm.heldout_texts(name, max_docs=ev.max_docs)
+    if rank_zero:  # every check passed: only now touch the run directory
+        if cfg.overwrite:
+            clear_outputs(run_dir)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "plan.txt").write_text(text + "\n")
     callbacks: list = [
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step{step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_last=True, save_top_k=-1),
@@ -260,14 +323,13 @@ PREEMPTED_EXIT = 3  # checkpoint written (and the SLURM job requeued): resume wi
 
 
 def cli() -> None:
-    from ..data.sources import DataSourceError
+    from ..errors import debug_requested, run_cli
 
     try:
-        result = main()
-    except (ConfigError, DataSourceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        result = run_cli(main)
     except FloatingPointError as e:  # NonFiniteLossError: the message names the step, the batch and the checkpoint
+        if debug_requested(sys.argv[1:]):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if result.get("preempted"):

@@ -34,22 +34,7 @@ def test_curves_survive_resume(tmp_path, fixtures_dir, h):
     assert resumed["curves"] == got and ref["curves"] == want
 
 
-def _flip_tensor_bytes(path) -> None:
-    """Flip bytes in the middle of the largest tensor record (what a bad disk or copy does)."""
-    import struct
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    raw = bytearray(path.read_bytes())
-    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
-    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
-    for i in range(start, start + 4):
-        raw[i] ^= 0xFF
-    path.write_bytes(bytes(raw))
-
-
-def test_bit_flipped_newest_checkpoint_falls_back_with_warning(tmp_path):
+def test_bit_flipped_newest_checkpoint_falls_back_with_warning(tmp_path, h):
     import os
 
     import torch
@@ -64,7 +49,7 @@ def test_bit_flipped_newest_checkpoint_falls_back_with_warning(tmp_path):
     torch.save({"state_dict": {"w": torch.randn(4096)}, "global_step": 4}, new)
     os.utime(old, ns=(1_000_000_000, 1_000_000_000))
     assert resolve_checkpoint(tmp_path, "last") == new
-    _flip_tensor_bytes(new)
+    h.flip_tensor_bytes(new)
     with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) last.ckpt \(corrupt record"):
         assert resolve_checkpoint(tmp_path, "last") == old
     with pytest.raises(ConfigError, match="not a usable checkpoint: corrupt record"):
@@ -103,3 +88,57 @@ def test_non_finite_config_numbers_are_refused(arg):
 
     with pytest.raises(ConfigError, match=rf"bad value {arg.split('=')[0]}=.*must be finite"):
         compose([arg])
+
+
+def test_directory_of_a_finished_run_is_refused_unless_overwrite(tmp_path, fixtures_dir, h):
+    """A finished run whose checkpoints were pruned is not silently reused (config/metrics overwritten,
+    losses appended); overwrite=true replaces it cleanly."""
+    import shutil
+
+    from nr_lightning.config import ConfigError
+    from nr_lightning.train import main
+
+    run = tmp_path / "run"
+    main(h.run_args(run, fixtures_dir, 2))
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").mkdir()
+    before = {p: (run / p).read_bytes() for p in ("config.yaml", "metrics.json", "plan.txt", "losses.jsonl")}
+    with pytest.raises(ConfigError, match=r"already holds an earlier run's outputs \(config.yaml.*overwrite=true"):
+        main([*h.run_args(run, fixtures_dir, 2), "method.lr=1e-2"])
+    with pytest.raises(ConfigError, match="holds a finished run .* no checkpoint"):
+        main([*h.run_args(run, fixtures_dir, 2), "ckpt_path=last"])
+    assert before == {p: (run / p).read_bytes() for p in before}
+    main([*h.run_args(run, fixtures_dir, 2), "method.lr=1e-2", "overwrite=true"])
+    assert len((run / "losses.jsonl").read_text().splitlines()) == 2  # replaced, not appended
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
+
+
+def test_nothing_written_before_the_data_check_passes(tmp_path, fixtures_dir, h):
+    from nr_lightning.data import DataSourceError
+    from nr_lightning.train import earlier_outputs, main
+
+    bad = tmp_path / "bad.jsonl"
+    good = (fixtures_dir / "text" / "sentences_fr_dev.jsonl").read_text().splitlines(keepends=True)
+    bad.write_text("".join(good[:50]) + '{"text": "cut\n' + "".join(good[50:]))
+    fresh = tmp_path / "fresh"
+    with pytest.raises(DataSourceError, match=r"bad.jsonl:51: corrupt JSON line"):
+        main([*h.run_args(fresh, fixtures_dir, 2), f"data.new.path={bad}"])
+    assert earlier_outputs(fresh) == []
+    run = tmp_path / "run"
+    main([*h.run_args(run, fixtures_dir, 2), "trainer.checkpoint_every_n_steps=2"])
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(DataSourceError, match=r"bad.jsonl:51"):  # a resume with broken data keeps the run's config
+        main([*h.run_args(run, fixtures_dir, 4), f"data.new.path={bad}", "ckpt_path=last"])
+    assert (run / "config.yaml").read_bytes() == config
+
+
+def test_checkpoint_of_another_method_is_one_clear_error(tmp_path, fixtures_dir, h):
+    from nr_lightning.config import ConfigError
+    from nr_lightning.train import earlier_outputs, main
+
+    lora = tmp_path / "lora"
+    main([*h.run_args(lora, fixtures_dir, 2), "method=lora", "trainer.checkpoint_every_n_steps=2"])
+    other = tmp_path / "neutral"
+    with pytest.raises(ConfigError, match=r"cannot resume this run: it was written by a method=lora run"):
+        main([*h.run_args(other, fixtures_dir, 2), f"ckpt_path={lora / 'checkpoints' / 'last.ckpt'}"])
+    assert earlier_outputs(other) == []
