@@ -68,7 +68,7 @@ def check_args(ev: EvalRun) -> None:
         for need, what in (("config.yaml", "a directory written by nr_lightning.train"),
                            ("extension/extension.json", "a finished run (resume it with ckpt_path=last)")):
             if not (run / need).is_file():
-                raise ConfigError(f"{run / need} not found: run= must be {what}")
+                raise FileNotFoundError(f"{run / need} not found: run= must be {what}")
     for task in ev.tasks or []:
         if task not in TASKS and not (str(task).endswith(".jsonl") and Path(task).is_file()):
             raise ConfigError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))} "

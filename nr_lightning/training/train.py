@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
 
 
 def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
+    from ..backbone import check_backbone
+
+    check_backbone(cfg.backbone.name)  # an empty directory or an unreachable hub id: before any other work
     from ..scale.plan import solve_accumulation
 
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
@@ -206,9 +209,6 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple]) -> dict:
 
     cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
-    from ..backbone import check_backbone
-
-    check_backbone(cfg.backbone.name)  # an empty directory or an unreachable hub id: before the run directory
     resuming = cfg.ckpt_path is not None
     run_dir = run_dir_for(cfg)
     prepare_run_dir(run_dir, resuming, min_free_gb=cfg.trainer.min_free_gb, overwrite=cfg.overwrite)
