@@ -58,7 +58,6 @@ def test_kill_while_replacing_a_checkpoint_then_damaged_newest(tmp_path, fixture
     """kill -9 while last.ckpt is being replaced leaves the old last.ckpt intact; flipping bits in the newest
     checkpoint makes the resume fall back to the previous one; the forgetting curve survives both."""
     import torch
-
     from nr_lightning.checkpointing import checkpoint_problem
     from nr_lightning.train import main
 

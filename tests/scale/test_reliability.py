@@ -38,8 +38,8 @@ def test_bit_flipped_newest_checkpoint_falls_back_with_warning(tmp_path, h):
     import os
 
     import torch
-
     from nr_lightning.checkpointing import resolve_checkpoint
+
     from nr_lightning.config import ConfigError
 
     ckpts = tmp_path / "checkpoints"
@@ -66,8 +66,8 @@ class _Planted:
 
 def test_checkpoint_loading_is_weights_only_whatever_the_environment(tmp_path, monkeypatch):
     import torch
-
     from nr_lightning.checkpointing import AtomicCheckpointIO
+
     from nr_lightning.config import ConfigError
 
     marker = tmp_path / "code-ran"
@@ -95,8 +95,9 @@ def test_directory_of_a_finished_run_is_refused_unless_overwrite(tmp_path, fixtu
     losses appended); overwrite=true replaces it cleanly."""
     import shutil
 
-    from nr_lightning.config import ConfigError
     from nr_lightning.train import main
+
+    from nr_lightning.config import ConfigError
 
     run = tmp_path / "run"
     main(h.run_args(run, fixtures_dir, 2))
@@ -114,8 +115,9 @@ def test_directory_of_a_finished_run_is_refused_unless_overwrite(tmp_path, fixtu
 
 
 def test_nothing_written_before_the_data_check_passes(tmp_path, fixtures_dir, h):
-    from nr_lightning.data import DataSourceError
     from nr_lightning.train import earlier_outputs, main
+
+    from nr_lightning.data import DataSourceError
 
     bad = tmp_path / "bad.jsonl"
     good = (fixtures_dir / "text" / "sentences_fr_dev.jsonl").read_text().splitlines(keepends=True)
@@ -133,8 +135,9 @@ def test_nothing_written_before_the_data_check_passes(tmp_path, fixtures_dir, h)
 
 
 def test_checkpoint_of_another_method_is_one_clear_error(tmp_path, fixtures_dir, h):
-    from nr_lightning.config import ConfigError
     from nr_lightning.train import earlier_outputs, main
+
+    from nr_lightning.config import ConfigError
 
     lora = tmp_path / "lora"
     main([*h.run_args(lora, fixtures_dir, 2), "method=lora", "trainer.checkpoint_every_n_steps=2"])
