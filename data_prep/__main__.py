@@ -27,4 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from data_prep.config import ConfigError
+    from nr_lightning.errors import USER_ERRORS, run_cli
+
+    run_cli(main, user_errors=(*USER_ERRORS, ConfigError))  # one `error:` line, exit 2; --debug: traceback

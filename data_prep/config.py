@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 class ConfigError(SystemExit):
-    """A bad command line, input path or model file: printed without a traceback (exit status 1)."""
+    """A bad command line, input path or model file: the CLI prints it as one `error:` line (exit status 2)."""
 
     def __init__(self, msg: str):
         super().__init__(f"data_prep: {msg}")

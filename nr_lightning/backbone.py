@@ -103,6 +103,48 @@ def load_tokenizer(name: str = "smollm2-135m"):
     return tok
 
 
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect to the hub endpoint, instead of transformers' retries (~20 s) when offline."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_backbone(name: str) -> None:
+    """Fail in well under a second on a backbone that cannot load: a directory without config.json, or a hub
+    id that is not cached while the hub is unreachable (called before a run touches anything)."""
+    if name in PRESETS:
+        return
+    p = Path(name).expanduser()
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise FileNotFoundError(f"backbone directory {p} has no config.json: give a Hugging Face model directory "
+                                f"(what save_pretrained writes: config.json, weights, tokenizer) or one of the "
+                                f"presets {PRESETS}")
+    if not p.exists():
+        check_hub_name(name)
+
+
+def check_hub_name(name: str) -> None:
+    """A hub id must be in the local HF cache or the hub must be reachable; else say which local path to give."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return  # cached: transformers loads it offline
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "no connection to the hub"
+        raise FileNotFoundError(f"backbone {name!r} is not a local directory, a preset or a cached hub model, and the "
+                                f"Hugging Face hub is unreachable ({why}): give a local model directory, "
+                                f"backbone.name=/path/to/model (save_pretrained output, with config.json), or a "
+                                f"preset: {', '.join(PRESETS)}")
+
+
 def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32, seed: int = 0,
                   trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
     """Return (model, tokenizer). `name` is a preset (smollm2-135m, tiny), a local HF directory or a hub id."""
@@ -128,8 +170,12 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
         if not p.exists() and (name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1):
             raise FileNotFoundError(f"backbone path {name!r} does not exist; give a local HF directory, a hub id "
                                     f"or one of the presets {PRESETS}")
+        check_backbone(name)
         src = str(p) if p.exists() else name
-        AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)  # fail early with a clear message
+        try:
+            AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)  # fail early with a clear message
+        except OSError as e:  # transformers' message for a missing repo / file (several lines)
+            raise FileNotFoundError(f"backbone {name!r} could not be loaded: {' '.join(str(e).split())}") from None
         model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype, trust_remote_code=trust_remote_code)
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:

@@ -109,6 +109,7 @@ class RunConfig:
     run_dir: str | None = None  # full path; overrides runs_root/name
     runs_root: str = "runs"
     ckpt_path: str | None = None  # resume: last | path/to.ckpt
+    overwrite: bool = False  # replace an earlier run's outputs in run_dir (otherwise such a directory is refused)
     seed: int = 0
     lang: str = "fr"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -208,8 +209,25 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
     return run
 
 
+def _non_finite(value: Any, key: str = "") -> str | None:
+    """The dotted key of the first inf/nan number below ``value`` (inf and nan pass every `> 0` check)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return key
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}.{k}" if key else str(k))
+        if found:
+            return found
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
     node = OmegaConf.structured(cfg)  # built once: it is the slow part of compose()
+    bad = _non_finite(OmegaConf.to_container(node))
+    if bad:
+        raise ConfigError(f"bad value {bad}={OmegaConf.select(node, bad)!r}: numbers in the config must be finite")
     for key, valid in CHOICES.items():
         value = OmegaConf.select(node, key)
         if value not in valid:

@@ -44,6 +44,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig, compose, group_choices
 from ..registry import ADAPTER_METHODS, MERGE_METHODS, ROUTERS, STRATEGIES
+from ..training.train import earlier_outputs
 
 SEQUENCE_FILE, MATRIX_JSON, MATRIX_MD = "sequence.json", "forgetting.json", "forgetting.md"
 BASELINE_ROW = "backbone"
@@ -286,6 +287,8 @@ class Sequence:
                 "weights": {}}
         args = [*self.train_args, *_data_args(data), f"run_dir={out}", f"trainer.max_steps={self.seq.router_steps}",
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
+        if earlier_outputs(out):  # an interrupted router run: resume it (or restart it when it has no checkpoint)
+            args.append("ckpt_path=last")
         from ..training.train import main as train_main
 
         train_main(args, build=builder)
@@ -307,7 +310,7 @@ class Sequence:
         args = [*self.train_args, *_data_args(stage_data(self.seq, self.cfg, k)), f"run_dir={stage_dir}"]
         if lang in group_choices("lang"):
             args.insert(0, f"lang={lang}")
-        if (stage_dir / "checkpoints" / "last.ckpt").is_file():
+        if earlier_outputs(stage_dir):  # resume; restarts from scratch when no checkpoint was written yet
             args.append("ckpt_path=last")
 
         def builder(cfg: RunConfig):
@@ -477,13 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    from ..data.sources import DataSourceError
+    from ..errors import run_cli
 
-    try:
-        main()
-    except (ConfigError, DataSourceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
 
 
 if __name__ == "__main__":

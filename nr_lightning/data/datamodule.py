@@ -509,7 +509,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
 
     def setup(self, stage: str | None = None) -> None:
-        """Check the training sources exist and hold documents (fail at startup, not mid-run)."""
+        """Check every training source a run will read, record by record (fail at startup, not mid-run)."""
         if stage in (None, "fit") and not self._validated:
             sources = self._sources()
             for i in self._active():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import json
 import os
 from collections.abc import Iterator
@@ -89,13 +88,21 @@ class TextSource:
         _kind(path)
         return [path]
 
-    def validate(self) -> None:
-        """Fail early (at setup, not mid-training) if the source is missing or holds no document."""
+    def validate(self, full: bool = True) -> int:
+        """Fail early (at setup, not mid-training) if the source is missing, holds no document or, with
+        ``full``, has any record that would fail later: one streaming pass over every file (bytes, UTF-8,
+        JSON), so a corrupt line deep in a file stops the run before step 1 instead of at step N (or, past
+        the part a short run reads, never). Returns the number of documents (1 when not ``full``)."""
         if self.is_hf:
-            return  # checked lazily: loading a hub dataset here would be slow
+            return 0  # checked lazily: loading a hub dataset here would be slow
+        n = 0
         for _ in self._iter_all():
-            return
-        raise DataSourceError(f"data source {self.spec!r} holds no documents (empty file(s) or only blank text)")
+            n += 1
+            if not full:
+                break
+        if n == 0:
+            raise DataSourceError(f"data source {self.spec!r} holds no documents (empty file(s) or only blank text)")
+        return n
 
     @staticmethod
     def _iter_file(path: Path, field: str) -> Iterator[str]:
@@ -116,19 +123,25 @@ class TextSource:
             return
         opener = gzip.open if kind.endswith(".gz") else open
         read_errors = _READ_ERRORS  # bound locally: module globals may be gone when a generator closes at exit
-        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+        with opener(path, "rb") as f:
             try:
-                for lineno, line in enumerate(f, 1):
+                for lineno, raw_line in enumerate(f, 1):
+                    try:  # decoded per line, so a bad byte is reported with its line number
+                        line = raw_line.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        raise DataSourceError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line: "
+                                              f"{e.reason}); re-encode the file as UTF-8 or remove the line") \
+                            from None
                     if not line.strip():
                         continue
                     if kind.startswith(".txt"):
-                        yield line.rstrip("\n")
+                        yield line.rstrip("\r\n")
                         continue
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise DataSourceError(f"{path}:{lineno}: corrupt JSON line ({e.msg} at column {e.colno})") \
-                            from None
+                        raise DataSourceError(f"{path}:{lineno}: corrupt JSON line ({e.msg}: column {e.colno}); "
+                                              f"fix or remove the line") from None
                     if not isinstance(obj, dict) or field not in obj:
                         raise DataSourceError(f"{path}:{lineno}: expected a JSON object with a {field!r} field")
                     text = obj[field]

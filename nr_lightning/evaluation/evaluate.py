@@ -60,6 +60,23 @@ def parse(argv: list[str]) -> EvalRun:
     return ev
 
 
+def check_args(ev: EvalRun) -> None:
+    """Everything the evaluation will need, checked before a model is loaded or a number computed: the run
+    directory's files and the task names (an unknown task used to surface only after the bpb pass)."""
+    from . import TASKS
+
+    if ev.run:
+        run = Path(ev.run)
+        for need, what in (("config.yaml", "a directory written by nr_lightning.train"),
+                           ("extension/extension.json", "a finished run (resume it with ckpt_path=last)")):
+            if not (run / need).is_file():
+                raise FileNotFoundError(f"{run / need} not found: run= must be {what}")
+    for task in ev.tasks or []:
+        if task not in TASKS and not (str(task).endswith(".jsonl") and Path(task).is_file()):
+            raise ConfigError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))} "
+                              f"(or the path of an existing .jsonl file)")
+
+
 def load_model(ev: EvalRun):
     """(model, tokenizer, run config or None)."""
 
@@ -98,18 +115,24 @@ def default_tasks(langs: list[str]) -> list[str]:
 def evaluate(ev: EvalRun) -> dict:
     import torch
 
-    from ..data import DataConfig, MixedLanguageDataModule
+    from ..data import DataConfig, MixedLanguageDataModule, open_source
     from . import bits_per_byte, multiple_choice
 
+    check_args(ev)
     if ev.threads:
         torch.set_num_threads(ev.threads)
-    model, tok, run_cfg = load_model(ev)
+    run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(Path(ev.run) / "config.yaml"))) if ev.run else None
     data_cfg = run_cfg.data if run_cfg else DataConfig()
     if ev.data:
         data_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(data_cfg), ev.data))
     if ev.langs:
         data_cfg.learn = [x for x in ev.langs if x != "en"]
         data_cfg.retain = ["en"]
+    dm = MixedLanguageDataModule(data_cfg, None)
+    for name, spec in dm.heldout_sources().items():  # missing held-out files fail before the model loads
+        if not name.endswith("_indomain"):
+            open_source(spec).files()
+    model, tok, run_cfg = load_model(ev)
     dm = MixedLanguageDataModule(data_cfg, tok)
     result: dict = {"run": ev.run, "backbone": ev.backbone or (run_cfg.backbone.name if run_cfg else None),
                     "config": OmegaConf.to_container(OmegaConf.structured(run_cfg)) if run_cfg else None,
@@ -186,8 +209,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from ..errors import run_cli
+
+    run_cli(main)

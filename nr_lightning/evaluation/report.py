@@ -206,4 +206,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import run_cli
+
+    run_cli(main)

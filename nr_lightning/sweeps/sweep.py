@@ -44,7 +44,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ..config import EXPERIMENTS, REPO, ConfigError, RunConfig, compose
-from ..training.train import run_dir_for
+from ..training.train import earlier_outputs, run_dir_for
 
 SWEEPS = EXPERIMENTS / "paper"
 SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher; reads line i+1 of $NRL_SWEEP
@@ -84,11 +84,13 @@ class Run:
     run_dir: Path
 
     def state(self) -> str:
-        """done (metrics.json exists) | resume (checkpoints, no metrics.json) | new."""
+        """done (metrics.json exists) | resume (checkpoints or other outputs, no metrics.json) | new."""
         if (self.run_dir / "metrics.json").is_file():
             return "done"
         ckpts = self.run_dir / "checkpoints"
-        if ckpts.is_dir() and any(ckpts.glob("*.ckpt")):
+        # outputs without a checkpoint (killed before the first one): ckpt_path=last restarts it from scratch,
+        # where a plain start would be refused for the earlier outputs
+        if ckpts.is_dir() and any(ckpts.glob("*.ckpt")) or earlier_outputs(self.run_dir):
             return "resume"
         return "new"
 
@@ -544,11 +546,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def cli() -> None:
+    from ..errors import run_cli
+
     try:
-        rows = main()
-    except (SweepError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        rows = run_cli(main)
     except BrokenPipeError:  # `... --dry-run | head`
         sys.stderr.close()
         sys.exit(0)

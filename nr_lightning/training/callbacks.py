@@ -97,6 +97,15 @@ class ForgettingCurves(_Periodic):
             model.train(was_training)
         return res
 
+    # The history (step-0 baseline included) travels in the checkpoint: a resumed run's curves.json and
+    # metrics.json then hold every point of the uninterrupted run, not only those after the restart.
+    def state_dict(self) -> dict:
+        return {"history": [dict(h) for h in self.history], "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+        self._last_step = int(state_dict.get("last_step", -1))
+
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
         res = self.evaluate(pl_module.model)

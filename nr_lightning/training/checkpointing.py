@@ -6,8 +6,9 @@ Why each piece exists:
   over the target, so a process killed mid-write (kill -9, OOM, node loss) never leaves a truncated
   ``last.ckpt`` behind: the previous file stays intact until the new one is complete.
 - ``resolve_checkpoint(run_dir, "last")`` returns the newest checkpoint that passes ``checkpoint_problem``
-  (a zip-structure check that catches truncation cheaply) and warns about every newer one it skips, so a
-  damaged file (copied half-way, disk filled up on another writer) falls back to the one before it.
+  (zip structure plus the CRC of every record, so truncation and flipped bits are both caught) and warns
+  about every newer one it skips, so a damaged file (copied half-way, disk filled up on another writer,
+  a flipped bit) falls back to the one before it. Loading is ``weights_only=True`` whatever the environment.
 - ``PreemptionCheckpoint`` replaces Lightning's SLURM SIGUSR1 handler, which saves the checkpoint *inside*
   the signal handler and can deadlock DDP (Lightning issue #21406, docs/cluster.md): here the
   handler only sets a flag; at the next optimizer-step boundary all ranks agree on it with one collective,
@@ -25,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 import zipfile
@@ -35,6 +35,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..preemption import install_preemption_handler, preemption_requested
 
 __all__ = ["AtomicCheckpointIO", "LossHistory", "Preempted", "PreemptionCheckpoint", "StepDelay",
            "checkpoint_candidates", "checkpoint_problem", "install_preemption_handler", "preemption_requested",
@@ -76,11 +78,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if os.environ.get("NRL_TEST_SAVE_DELAY") and target.exists():  # test hook: a window to kill the
+                time.sleep(float(os.environ["NRL_TEST_SAVE_DELAY"]))  # process while it replaces a good file
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        """Always ``weights_only=True``: Lightning passes None, which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns
+        into a full unpickle that runs code planted in the file; an explicit True wins over that variable
+        (torch.load docs). Our checkpoints hold only tensors, numbers, strings and containers."""
+        import pickle
+
+        from ..config import ConfigError
+
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"checkpoint {path} holds objects that are not plain weights ({first}); it was not "
+                              "written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -163,7 +183,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
         p = Path(spec).expanduser()
         if not p.is_file():
             raise ConfigError(f"ckpt_path={spec!r} does not exist; use ckpt_path=last to resume {run_dir}")
-        problem = checkpoint_problem(p)
+        problem = checkpoint_problem(p, deep=True)
         if problem:
             raise ConfigError(f"ckpt_path={spec!r} is not a usable checkpoint: {problem}; "
                               f"ckpt_path=last picks the newest valid one of {run_dir}")
@@ -176,7 +196,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
         return None
     skipped = []
     for p in candidates:
-        problem = checkpoint_problem(p)
+        problem = checkpoint_problem(p, deep=True)  # CRC of every record: catches bit flips, not only truncation
         if problem is None:
             if skipped:
                 warnings.warn(f"ckpt_path=last: skipped damaged checkpoint(s) {'; '.join(skipped)}; "
@@ -189,27 +209,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
 
 # ----------------------------------------------------------------------------------------------- preemption
 
-_REQUESTED: list[int] = []
-
-
-def _on_signal(signum: int, frame: Any) -> None:  # async-signal-safe: only records the signal
-    _REQUESTED.append(signum)
-
-
-def install_preemption_handler(signum: int = signal.SIGUSR1, restore: Any = None) -> Any:
-    """Record ``signum`` instead of dying on it; returns the previous handler (pass it as ``restore`` to put it
-    back). Called at the very start of a run, so a SLURM ``--signal`` that fires while the model is still
-    loading is not fatal (docs/cluster.md): the run checkpoints at its first step."""
-    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
-        return None
-    if restore is not None:
-        return signal.signal(signum, restore)
-    _REQUESTED.clear()
-    return signal.signal(signum, _on_signal)
-
-
-def preemption_requested() -> bool:
-    return bool(_REQUESTED)
+# The SIGUSR1 flag itself lives in nr_lightning/preemption.py (no heavy imports: the CLI installs it first).
 
 
 def slurm_job_id() -> str | None:

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import ConfigError, RunConfig
 from ..evaluation.scoring import hidden_and_head
 from ..extension import extension_parameters, local_losses, parameter_report
 from .loss import causal_lm_loss
@@ -231,13 +231,22 @@ class ExtensionModule(L.LightningModule):
         checkpoint["nrl"] = {"method": self.cfg.method.name, "report": self.report,
                              "extension_keys": len(keys)}
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
+    def checkpoint_mismatch(self, checkpoint: dict) -> str | None:
+        """Why ``checkpoint`` cannot resume this run (another method, budget or backbone), or None."""
+        written_by = (checkpoint.get("nrl") or {}).get("method")
+        if written_by and written_by != self.cfg.method.name:
+            return f"it was written by a method={written_by} run and this run is method={self.cfg.method.name}"
         keys = self._extension_keys()
-        if keys:
-            missing = keys - set(checkpoint["state_dict"])
-            if missing:
-                raise ValueError(f"checkpoint lacks extension weights {sorted(missing)[:3]}...: was it written by a "
-                                 f"run with another method/budget? (this run: {self.cfg.method.name})")
+        missing = keys - set(checkpoint.get("state_dict", {}))
+        if missing:
+            return (f"it lacks extension weights {sorted(missing)[:3]}...: was it written by a run with another "
+                    f"method/budget/backbone? (this run: {self.cfg.method.name})")
+        return None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        problem = self.checkpoint_mismatch(checkpoint)
+        if problem:
+            raise ConfigError(f"checkpoint cannot resume this run: {problem}")
 
     def extension_state(self) -> dict[str, torch.Tensor]:
         return extension_parameters(self.model)

@@ -7,6 +7,11 @@ checkpoints, TensorBoard curves and a final `save_extension`.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first thing: a requeue signal during the imports below must not end the job
+    from nr_lightning.preemption import install_preemption_handler as _install_early
+
+    _install_early()
+
 import json
 import os
 import shutil
@@ -51,8 +56,40 @@ def _env_rank_zero() -> bool:
     return True
 
 
-def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> None:
-    """Create the run directory; refuse unwritable or nearly full disks before any training starts."""
+# What a run writes into its directory (plus eval.json from nr_lightning.evaluate): any of them means the
+# directory belongs to an earlier run, whose results a fresh start would overwrite or append to.
+OUTPUTS = ("config.yaml", "plan.txt", "metrics.json", "curves.json", "losses.jsonl", "eval.json", "checkpoints",
+           "extension", "tb")
+
+
+def earlier_outputs(path: Path) -> list[str]:
+    """Names of an earlier run's outputs in ``path`` (empty folders do not count)."""
+    if not path.is_dir():
+        return []
+    found = [n for n in OUTPUTS if (path / n).is_file() or (path / n).is_dir() and any((path / n).iterdir())]
+    return found + sorted(p.name for p in path.glob("hpc_ckpt_*.ckpt"))
+
+
+def clear_outputs(path: Path) -> None:
+    """Remove an earlier run's outputs (``overwrite=true``), once every check of the new run has passed."""
+    for name in [*OUTPUTS, *(p.name for p in path.glob("hpc_ckpt_*.ckpt"))]:
+        p = path / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0, overwrite: bool = False) -> None:
+    """Create the run directory; refuse unwritable or nearly full disks, and a directory holding an earlier
+    run's outputs unless resuming or ``overwrite``, before any training starts (nothing is written here)."""
+    found = earlier_outputs(path) if _env_rank_zero() else []  # launched ranks follow rank 0, which checked
+    if found and not resuming and not overwrite:
+        raise ConfigError(f"{path} already holds an earlier run's outputs ({', '.join(found)}): resume it with "
+                          f"ckpt_path=last, replace them with overwrite=true, or choose another name=... "
+                          f"(nothing was changed)")
+    if overwrite and resuming:
+        raise ConfigError("overwrite=true starts afresh and ckpt_path resumes: give one of them")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test-{socket.gethostname()}-{os.getpid()}"  # per process: ranks probe concurrently
@@ -65,9 +102,6 @@ def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0) -> Non
     if free < min_free_gb:
         raise ConfigError(f"only {free:.2f} GiB free under {path}: checkpoints need at least {min_free_gb} GiB; "
                           f"free space or set runs_root=PATH elsewhere")
-    if not resuming and (path / "checkpoints").is_dir() and any((path / "checkpoints").iterdir()):
-        raise ConfigError(f"{path} already holds checkpoints of an earlier run: resume it with ckpt_path=last, "
-                          f"or choose another name=... (nothing was overwritten)")
 
 
 def banner(cfg: RunConfig, report: dict, dm_info: dict, run_dir: Path) -> str:
@@ -120,6 +154,24 @@ def build(cfg: RunConfig):
     return model, tokenizer, dm
 
 
+def check_checkpoint_fits(ckpt_path: Path, module) -> None:
+    """Refuse a checkpoint of another method/budget/backbone before any work (memory-mapped: cheap)."""
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds objects that are not plain weights "
+                          f"({str(e).strip().splitlines()[0] if str(e).strip() else 'unpickling refused'}); it was "
+                          f"not written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
+    problem = module.checkpoint_mismatch(ckpt)
+    if problem:
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot resume this run: {problem}; resume with the run's own "
+                          f"settings (its config.yaml) or start a new run with another name=...")
+
+
 default_build = build  # `main(build=None)`: the parameter shadows the function's name inside main
 
 
@@ -134,39 +186,50 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         print(__doc__)
         print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
+        print("User errors print one `error:` line (exit 2); --debug or NRL_DEBUG=1 shows the traceback.")
         return {}
-    cfg = compose(argv)
-    from .progress import quiet_third_party
-
-    quiet_third_party()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
-        from ..scale.plan import dry_run
-
-        return dry_run(cfg)
-    from .checkpointing import install_preemption_handler
+    from ..preemption import install_preemption_handler
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
     try:
+        cfg = compose(argv)
+        from .progress import quiet_third_party
+
+        quiet_third_party()
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
+            from ..scale.plan import dry_run
+
+            return dry_run(cfg)
         return _train(cfg, build or default_build, extra_callbacks)
     finally:
         install_preemption_handler(restore=previous_usr1)
 
 
 def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=None) -> dict:
-    """One run, in the order it happens; each step is a helper below."""
-    from .checkpointing import Preempted, resolve_checkpoint
+    """One run, in the order it happens; each step is a helper below. Nothing is written into the run
+    directory before every check (backbone, data, checkpoint, held-out texts) has passed (docs/reliability.md)."""
+    from ..backbone import check_backbone
+    from .checkpointing import Preempted, checkpoint_candidates, resolve_checkpoint
 
+    check_backbone(cfg.backbone.name)  # an empty directory or an unreachable hub id: before any other work
     run_dir = _prepare(cfg)  # accumulation, precision, run directory: all fail before anything loads
+    rank_zero = _env_rank_zero()
+    if cfg.ckpt_path == "last" and rank_zero and not checkpoint_candidates(run_dir) \
+            and {"metrics.json", "extension"} & set(earlier_outputs(run_dir)):
+        raise ConfigError(f"ckpt_path=last: {run_dir} holds a finished run (metrics.json / extension/) and no "
+                          f"checkpoint to resume from; choose another name=... or replace it with overwrite=true")
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    rank_zero = _env_rank_zero()
-    if rank_zero:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    module, dm, tokenizer = _build_module(cfg, build, run_dir, rank_zero)
+    module, dm, tokenizer, plan_text = _build_module(cfg, build, run_dir, ckpt_path)
     callbacks = _callbacks(cfg, run_dir, dm, tokenizer, resuming=ckpt_path is not None)
+    if rank_zero:  # every check passed: only now touch the run directory
+        if cfg.overwrite:
+            clear_outputs(run_dir)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "plan.txt").write_text(plan_text + "\n")
     extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
     callbacks += extra
     trainer = _trainer(cfg, module.model, run_dir, callbacks)
@@ -195,24 +258,24 @@ def _prepare(cfg: RunConfig) -> Path:
     cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
     run_dir = run_dir_for(cfg)
-    prepare_run_dir(run_dir, cfg.ckpt_path is not None, min_free_gb=cfg.trainer.min_free_gb)
+    prepare_run_dir(run_dir, cfg.ckpt_path is not None, min_free_gb=cfg.trainer.min_free_gb, overwrite=cfg.overwrite)
     return run_dir
 
 
-def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: Path, rank_zero: bool):
-    """(LightningModule, DataModule, tokenizer); the data is checked and the plan printed / written."""
+def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: Path, ckpt_path: Path | None):
+    """(LightningModule, DataModule, tokenizer, plan text): every training record and the checkpoint to resume
+    are checked; the plan is printed (written by the caller once every check has passed)."""
     from ..scale.plan import enable_activation_checkpointing
     from .module import ExtensionModule
 
     model, tokenizer, dm = build(cfg)
-    dm.setup("fit")  # fail on missing / empty data before training starts
+    dm.setup("fit")  # every record of every training file, before training starts
     enable_activation_checkpointing(model, cfg)
     module = ExtensionModule(model, cfg, languages=dm.languages)
+    if ckpt_path is not None:
+        check_checkpoint_fits(ckpt_path, module)
     info = dm.describe() if hasattr(dm, "describe") else {}
-    text = banner(cfg, module.report, info, run_dir)
-    if rank_zero:
-        (run_dir / "plan.txt").write_text(text + "\n")
-    return module, dm, tokenizer
+    return module, dm, tokenizer, banner(cfg, module.report, info, run_dir)
 
 
 def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> list:
@@ -304,14 +367,13 @@ PREEMPTED_EXIT = 3  # checkpoint written (and the SLURM job requeued): resume wi
 
 
 def cli() -> None:
-    from ..data.sources import DataSourceError
+    from ..errors import debug_requested, run_cli
 
     try:
-        result = main()
-    except (ConfigError, DataSourceError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        result = run_cli(main)
     except FloatingPointError as e:  # NonFiniteLossError: the message names the step, the batch and the checkpoint
+        if debug_requested(sys.argv[1:]):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if result.get("preempted"):

@@ -307,3 +307,15 @@ def test_stratified_resume_continues_the_same_stream(make_dm):
 def test_stratified_with_no_room_for_english_is_refused(make_dm):
     with pytest.raises(ValueError, match="raise data.batch_size"):
         make_dm(p=0.1, batch_size=4, mixing="stratified")
+
+
+@pytest.mark.parametrize("damage", [b'{"text": "cut off\n', b'{"text": "caf\xe9 latin-1"}\n'])
+def test_setup_checks_every_record_of_the_training_files(make_dm, corpora, damage):
+    """A damaged record deep in a training file stops the run at setup, naming file and line, instead of
+    crashing at the step that reaches it (or never being read in a short run)."""
+    path = corpora / "fr" / "train.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:40]) + damage + b"".join(lines[40:]))
+    with pytest.raises(DataSourceError, match=r"'fr'.*train.jsonl:41: (corrupt JSON line|not UTF-8)") as e:
+        make_dm().setup("fit")
+    assert "at at" not in str(e.value)

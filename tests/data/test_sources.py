@@ -115,3 +115,19 @@ def test_hf_spec_parsing_and_streaming(monkeypatch):
     assert calls == [("wikimedia/wikipedia", "20231101.fr", "train", True), ("some/ds", None, "train", True)]
     with pytest.raises(DataSourceError, match="rows have no 'content' field"):
         list(open_source("hf:some/ds", text_field="content"))
+
+
+def test_corrupt_json_message_reads_cleanly(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "unterminated')  # json's message ends in "at": it once read "at at column"
+    with pytest.raises(DataSourceError, match=r"bad.jsonl:1: corrupt JSON line \(Unterminated string starting at: "
+                                              r"column 10\); fix or remove the line"):
+        open_source(p).validate()
+
+
+def test_non_utf8_bytes_name_the_line(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataSourceError, match=r"latin1.jsonl:2: not UTF-8 text"):
+        open_source(p).validate()
+    assert open_source(p).validate(full=False) == 1

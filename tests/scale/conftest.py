@@ -34,6 +34,21 @@ def run_cli(args: list[str], timeout: int = 300, **env: str) -> subprocess.Compl
                           text=True, timeout=timeout, env=cli_env(**env))
 
 
+def flip_tensor_bytes(path: Path) -> None:
+    """Flip bytes in the middle of the largest tensor record (what a bad disk or copy does)."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = max((i for i in zf.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    for i in range(start, start + 4):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
 class Helpers:
     """The helpers above, as a fixture (tests can't import conftest under --import-mode=importlib)."""
 
@@ -42,6 +57,7 @@ class Helpers:
     run_args = staticmethod(run_args)
     cli_env = staticmethod(cli_env)
     run_cli = staticmethod(run_cli)
+    flip_tensor_bytes = staticmethod(flip_tensor_bytes)
 
 
 @pytest.fixture
