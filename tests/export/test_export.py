@@ -23,7 +23,7 @@ IDS = torch.tensor([[1, 5, 900, 42, 7, 3000, 11, 2]])
 
 
 def framework_logits(run: Path) -> torch.Tensor:
-    from nr_lightning.evaluate import EvalRun, load_model
+    from nr_lightning.evaluation.evaluate import EvalRun, load_model
 
     model, _, _ = load_model(EvalRun(run=str(run)))
     with torch.no_grad():

@@ -103,7 +103,7 @@ def test_report_compares_sequence_runs(tmp_path):
 
 
 def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, fixtures_dir, monkeypatch, capsys):
-    import nr_lightning.evaluate as evaluate_mod
+    import nr_lightning.evaluation.evaluate as evaluate_mod
     from nr_lightning.evaluation import baseline
     from nr_lightning.evaluation.multiple_choice import accuracy_stderr
     from nr_lightning.testing import fake_run
