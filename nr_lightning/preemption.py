@@ -25,7 +25,7 @@ def _on_signal(signum: int, frame: Any) -> None:  # async-signal-safe: only reco
 def install_preemption_handler(signum: int = signal.SIGUSR1, restore: Any = None) -> Any:
     """Record ``signum`` instead of dying on it; returns the previous handler (pass it as ``restore`` to put it
     back). Called at the very start of a run, so a SLURM ``--signal`` that fires while the model is still
-    loading is not fatal (gotcha 2 of ../shared/notes/slurm-local.md): the run checkpoints at its first step.
+    loading is not fatal (docs/cluster.md): the run checkpoints at its first step.
     A signal recorded by an earlier install (at interpreter start) is kept."""
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         return None
