@@ -29,8 +29,8 @@ def test_lm_eval_cli_scores_a_run_like_our_multiple_choice(tmp_path, fixtures_di
     files = list((tmp_path / "out").rglob("results_*.json"))
     res = json.loads(files[0].read_text())["results"]["nrl_arc_challenge_fr"]
 
-    from nr_lightning.evaluation.evaluate import EvalRun, load_model
     from nr_lightning.evaluation import multiple_choice
+    from nr_lightning.evaluation.evaluate import EvalRun, load_model
 
     model, tok, _ = load_model(EvalRun(run=str(run)))
     ours = multiple_choice(model, tok, "arc_challenge_fr", shots=0, limit=6, normalization="none")
