@@ -58,9 +58,9 @@ def test_kill_while_replacing_a_checkpoint_then_damaged_newest(tmp_path, fixture
     """kill -9 while last.ckpt is being replaced leaves the old last.ckpt intact; flipping bits in the newest
     checkpoint makes the resume fall back to the previous one; the forgetting curve survives both."""
     import torch
-    from nr_lightning.checkpointing import checkpoint_problem
 
     from nr_lightning.train import main
+    from nr_lightning.training.checkpointing import checkpoint_problem
 
     steps = 6
     args = [*h.run_args(tmp_path / "run", fixtures_dir, steps), "trainer.checkpoint_every_n_steps=2",

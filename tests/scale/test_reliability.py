@@ -38,9 +38,9 @@ def test_bit_flipped_newest_checkpoint_falls_back_with_warning(tmp_path, h):
     import os
 
     import torch
-    from nr_lightning.checkpointing import resolve_checkpoint
 
     from nr_lightning.config import ConfigError
+    from nr_lightning.training.checkpointing import resolve_checkpoint
 
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
@@ -66,9 +66,9 @@ class _Planted:
 
 def test_checkpoint_loading_is_weights_only_whatever_the_environment(tmp_path, monkeypatch):
     import torch
-    from nr_lightning.checkpointing import AtomicCheckpointIO
 
     from nr_lightning.config import ConfigError
+    from nr_lightning.training.checkpointing import AtomicCheckpointIO
 
     marker = tmp_path / "code-ran"
     planted = tmp_path / "planted.ckpt"
@@ -115,7 +115,7 @@ def test_directory_of_a_finished_run_is_refused_unless_overwrite(tmp_path, fixtu
 
 def test_nothing_written_before_the_data_check_passes(tmp_path, fixtures_dir, h):
     from nr_lightning.data import DataSourceError
-    from nr_lightning.train import earlier_outputs, main
+    from nr_lightning.training.train import earlier_outputs, main
 
     bad = tmp_path / "bad.jsonl"
     good = (fixtures_dir / "text" / "sentences_fr_dev.jsonl").read_text().splitlines(keepends=True)
@@ -134,7 +134,7 @@ def test_nothing_written_before_the_data_check_passes(tmp_path, fixtures_dir, h)
 
 def test_checkpoint_of_another_method_is_one_clear_error(tmp_path, fixtures_dir, h):
     from nr_lightning.config import ConfigError
-    from nr_lightning.train import earlier_outputs, main
+    from nr_lightning.training.train import earlier_outputs, main
 
     lora = tmp_path / "lora"
     main([*h.run_args(lora, fixtures_dir, 2), "method=lora", "trainer.checkpoint_every_n_steps=2"])

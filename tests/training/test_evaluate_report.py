@@ -127,7 +127,7 @@ def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, f
     assert r["acc_stderr"] == pytest.approx(accuracy_stderr(round(r["acc"] * 5), 5))
     out = capsys.readouterr().out
     assert "Δ vs backbone" in out and "±" in out
-    from nr_lightning.report import collect, markdown
+    from nr_lightning.evaluation.report import collect, markdown
 
     row = collect(run)
     assert row["Δbpb_en"] == pytest.approx(second["delta"]["bpb"]["en"])
