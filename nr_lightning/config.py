@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from .data import DataConfig
+from .data.datamodule import stratified_problem
 from .registry import GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -249,12 +250,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"method.beta={cfg.method.beta} with gate=elu: the gate BCE would push ELU(g) to -1 on "
                           "English (a flipped residual, not a closed one); use method.gate=sigmoid (or relu) with "
                           "method.beta > 0, or method.beta=0 with the ELU gate")
-    if cfg.data.mixing == "stratified" and 0 < cfg.data.p < 1:
-        n_en = round(cfg.data.p * cfg.data.batch_size)
-        if n_en in (0, cfg.data.batch_size):
-            raise ConfigError(f"data.mixing=stratified puts round(data.p * data.batch_size) = {n_en} English sequences "
-                              f"in each batch of {cfg.data.batch_size}: raise data.batch_size (data.p={cfg.data.p}) or "
-                              "use data.mixing=random")
+    problem = stratified_problem(cfg.data.mixing, cfg.data.p, cfg.data.batch_size)
+    if problem:
+        raise ConfigError(problem)
     langs = group_choices("lang")
     if langs and cfg.lang not in langs:
         raise ConfigError(f"unknown lang {cfg.lang!r}; valid choices: {', '.join(langs)}")

@@ -28,12 +28,12 @@ from pathlib import Path
 import lightning as L
 
 from .backbone import cache_dir
+from .evaluation.fixtures import TEXT
 
 NAME = "smollm2-135m-en"
 SOURCE = "smollm2-135m"
-DATA = Path(__file__).resolve().parent / "evaluation" / "data" / "text"
-PUBMED_DEV = DATA / "pubmed_en_dev.jsonl"  # model selection only
-PUBMED_EVAL = DATA / "pubmed_en_more.jsonl"  # the forgetting set of the reproduction: never used for selection
+PUBMED_DEV = TEXT / "pubmed_en_dev.jsonl"  # model selection only
+PUBMED_EVAL = TEXT / "pubmed_en_more.jsonl"  # the forgetting set of the reproduction: never used for selection
 EVERY, PATIENCE, MIN_DELTA, MAX_STEPS = 25, 3, 0.001, 300
 SELECT = ("eval/bpb_en", "eval/bpb_en_indomain")  # PubMed dev + in-domain Wikipedia
 

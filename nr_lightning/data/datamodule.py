@@ -94,6 +94,19 @@ class DataConfig:
     """Field / column holding the text in JSONL and parquet sources."""
 
 
+def stratified_problem(mixing: str, p: float, batch_size: int) -> str | None:
+    """Why stratified mixing cannot hold ``p`` in batches of ``batch_size`` (None when it can): round(p * B)
+    retained sequences per batch must be neither 0 nor B. Shared by the config check and the DataModule."""
+    if mixing != "stratified" or not 0 < p < 1:
+        return None
+    n_ret = round(p * batch_size)
+    if n_ret not in (0, batch_size):
+        return None
+    return (f"data.mixing=stratified with data.p={p} and data.batch_size={batch_size} puts {n_ret} retained (English) "
+            f"sequences in each batch of {batch_size}: raise data.batch_size (e.g. {max(2, round(1 / min(p, 1 - p)))}) "
+            f"or use data.mixing=random")
+
+
 def _coerce_config(config: Any, overrides: dict) -> DataConfig:
     if config is None:
         cfg = DataConfig()
@@ -125,12 +138,9 @@ def _coerce_config(config: Any, overrides: dict) -> DataConfig:
                          f"{cfg.learn} or data.retain {cfg.retain}")
     if cfg.mixing not in MIXINGS:
         raise ValueError(f"data.mixing={cfg.mixing!r}; valid choices: {', '.join(MIXINGS)}")
-    if cfg.mixing == "stratified" and 0 < cfg.p < 1:
-        n_ret = round(cfg.p * cfg.batch_size)
-        if n_ret in (0, cfg.batch_size):
-            raise ValueError(f"data.mixing=stratified with data.p={cfg.p} and data.batch_size={cfg.batch_size} puts "
-                             f"{n_ret} retained sequences in each batch of {cfg.batch_size}: raise data.batch_size "
-                             f"(e.g. {max(2, round(1 / min(cfg.p, 1 - cfg.p)))}) or use data.mixing=random")
+    problem = stratified_problem(cfg.mixing, cfg.p, cfg.batch_size)
+    if problem:
+        raise ValueError(problem)
     if cfg.seq_len < 2 or cfg.batch_size < 1 or cfg.num_workers < 0:
         raise ValueError("data.seq_len must be >= 2, data.batch_size >= 1 and data.num_workers >= 0")
     return cfg
