@@ -69,7 +69,10 @@ def test_kill_while_replacing_a_checkpoint_then_damaged_newest(tmp_path, fixture
     proc = _popen(h, args, NRL_TEST_SAVE_DELAY="60")  # only saves that replace a file wait: last.ckpt at step 4
     try:
         deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline and not list(ckpts.glob(".last.ckpt.tmp-*")):
+        # last.ckpt must exist before the temp file counts: the first write of last.ckpt (step 2) also has a
+        # temp file, but it replaces nothing, so it is not delayed and would be gone before the kill
+        while proc.poll() is None and time.time() < deadline and not (
+                (ckpts / "last.ckpt").exists() and list(ckpts.glob(".last.ckpt.tmp-*"))):
             time.sleep(0.02)
         time.sleep(0.2)
         assert proc.poll() is None, f"run ended before the kill: {proc.stderr.read()[-3000:]}"
