@@ -2,8 +2,9 @@
 
     python -m nr_lightning.train method=neutral lang=fr backbone=tiny trainer.max_steps=50 data.p=0.5
 
-`method`, `lang`, `backbone`, `trainer` (and `experiment`) pick a YAML file from the group folder
-of the same name in experiments/; dotted keys override single fields. The schema is the
+`method`, `lang`, `backbone`, `trainer` pick a YAML file from the group folder of the same name in
+experiments/; `experiment=<name>` picks a file of experiments/experiment/ that names group choices and pins
+keys of its own (the command line's choices and dotted keys still win); dotted keys override single fields. The schema is the
 dataclasses below (OmegaConf structured config): an unknown key or a bad value fails before
 anything is loaded, naming the key and the valid choices.
 """
@@ -165,6 +166,23 @@ def _load_group(group: str, choice: str) -> DictConfig:
     return OmegaConf.merge(merged, node)
 
 
+def _load_experiment(choice: str) -> tuple[DictConfig, dict[str, str]]:
+    """An experiments/experiment/<choice>.yaml file: (its own keys, the group choices of its `defaults:`)."""
+    path = EXPERIMENTS / "experiment" / f"{choice}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown experiment {choice!r}; valid choices: {', '.join(group_choices('experiment'))} "
+                          f"(files in {EXPERIMENTS / 'experiment'})")
+    node = OmegaConf.load(path)
+    picked: dict[str, str] = {}
+    for item in node.pop("defaults", None) or []:
+        for g, c in dict(item).items():
+            if g not in GROUPS or g == "experiment":
+                raise ConfigError(f"{path}: defaults may pick {', '.join(g for g in GROUPS if g != 'experiment')}, "
+                                  f"not {g!r}")
+            picked[g] = str(c)
+    return node, picked
+
+
 def compose(overrides: list[str] | None = None) -> RunConfig:
     """Defaults (experiments/config.yaml) + group choices + dotted overrides -> validated RunConfig."""
     overrides = list(overrides or [])
@@ -183,17 +201,23 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
         else:
             dotted.append(f"{key}={value}")
     try:
-        order = ["experiment", "backbone", "trainer", "method", "lang"]
+        # An experiment file names group choices (its `defaults:`) and pins keys of its own: the command line's
+        # group choices win over its choices, its keys win over the groups', dotted overrides win over all.
+        experiment = None
+        if "experiment" in choices:
+            experiment, picked = _load_experiment(choices["experiment"])
+            choices = {**picked, **choices}
         defaults = {"method": "neutral", "lang": "fr"}
-        for group in order:
+        for group in ("backbone", "trainer", "method", "lang"):
             choice = choices.get(group, defaults.get(group))
             if choice is None:
                 continue
             cfg = OmegaConf.merge(cfg, _load_group(group, choice))
             if group == "lang":
                 cfg.lang = choice
-            if group == "experiment":
-                cfg.experiment = choice
+        if experiment is not None:
+            cfg = OmegaConf.merge(cfg, experiment)
+            cfg.experiment = choices["experiment"]
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotted))
     except ConfigKeyError as e:
         key = getattr(e, "full_key", None) or str(e)
