@@ -8,6 +8,11 @@ style), `gates.md` (block-gate mean and residual norm per domain at the last ste
 number above). A run's final numbers come from its `eval.json` (every held-out document) when
 `python -m nr_lightning.evaluate` ran on it, else from the last point of `curves.json` (the in-training subset);
 the table says which.
+
+The English base is rebuilt on each machine that runs the protocol, and bf16 on another CPU does not give
+the same weights bit for bit (docs/reproduction.md). A run directory may therefore hold `base_eval.json`: the
+`eval.json` of the base that run started from, with a `label` (which machine, which build). Its deltas are
+taken against that base, the table lists every base, and says which base each run used.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ def collect(run: Path) -> dict | None:
             tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
                         "n": r["n"]}
     gates = _load(run / "gates.json") or []
+    own_base = _load(run / "base_eval.json")
     wall = None
     if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
         times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text().splitlines() if line.strip()]
@@ -56,7 +62,7 @@ def collect(run: Path) -> dict | None:
             "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
             "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
                        "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
-            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall}
+            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall, "base": own_base}
 
 
 def _label(r: dict) -> str:
@@ -74,30 +80,43 @@ def _d(v: float | None, ref: float | None) -> str:
     return "–" if v is None or ref is None else f"{v - ref:+.3f}"
 
 
+def _acc(r: dict | None) -> str:
+    if not r:
+        return "–"
+    a = r.get("acc_norm", r.get("acc"))
+    return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
+
+
 def table(rows: list[dict], base: dict | None) -> str:
-    b_en = (base or {}).get("bpb", {}).get("en")
-    b_new = (base or {}).get("bpb", {}).get("fr")
+    """Final numbers and deltas; each run's delta is against its own base (`base_eval.json`), else `base`."""
+    bases: list[dict] = []  # distinct bases, in order of first use; the --base one first
+    for b in [base, *(r.get("base") for r in rows)]:
+        if b and b.get("bpb") and all(b["bpb"] != o["bpb"] for o in bases):
+            bases.append(b)
+    names = {id(b): "English base" + (f" {chr(65 + i)}" if len(bases) > 1 else "") +
+             (f" ({b['label']})" if b.get("label") else "") for i, b in enumerate(bases)}
+
+    def which(b: dict | None) -> dict | None:
+        return next((o for o in bases if b and o["bpb"] == b.get("bpb")), None)
+
+    many = len(bases) > 1
     lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | train min "
-             "| numbers from |", "|---|---|---|---|---|---|---|---|---|"]
-    if base:
-        bt = base.get("tasks") or {}
-
-        def acc(t: str) -> str:
-            r = bt.get(t)
-            if not r:
-                return "–"
-            a = r.get("acc_norm", r.get("acc"))
-            return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
-
-        lines.append(f"| English base | {b_en:.4f} | {b_new:.4f} | {b_en + b_new:.4f} | {acc(TASKS[0])} | "
-                     f"{acc(TASKS[1])} | 0 | – | eval.json |")
+             "| numbers from |" + (" base |" if many else ""), "|---|---|---|---|---|---|---|---|---|" + ("---|" if many else "")]
+    for b in bases:
+        en, new, bt = b["bpb"].get("en"), b["bpb"].get("fr"), b.get("tasks") or {}
+        lines.append(f"| {names[id(b)]} | {en:.4f} | {new:.4f} | {en + new:.4f} | {_acc(bt.get(TASKS[0]))} | "
+                     f"{_acc(bt.get(TASKS[1]))} | 0 | – | eval.json |" + (f" {chr(65 + bases.index(b))} |" if many else ""))
     for r in rows:
         tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" if t in r["tasks"] else "–" for t in TASKS]
-        ref_en = b_en if b_en is not None and r["source"].startswith("eval") else r["start"]["en"]
-        ref_new = b_new if b_new is not None and r["source"].startswith("eval") else r["start"]["new"]
+        b = which(r.get("base")) or which(base)
+        from_eval = b is not None and r["source"].startswith("eval")
+        ref_en = b["bpb"].get("en") if from_eval else r["start"]["en"]
+        ref_new = b["bpb"].get("fr") if from_eval else r["start"]["new"]
+        tag = "–" if b is None else chr(65 + bases.index(b))
         lines.append(f"| {_label(r)} | {r['en']:.4f} ({_d(r['en'], ref_en)}) | {r['new']:.4f} ({_d(r['new'], ref_new)}) "
                      f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | "
-                     f"{'–' if r['train_minutes'] is None else round(r['train_minutes'])} | {r['source']} |")
+                     f"{'–' if r['train_minutes'] is None else round(r['train_minutes'])} | {r['source']} |"
+                     + (f" {tag} |" if many else ""))
     return "\n".join(lines) + "\n"
 
 

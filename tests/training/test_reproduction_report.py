@@ -43,3 +43,18 @@ def test_report_uses_eval_json_when_present_and_states_it(tmp_path):
     assert "eval.json (all documents)" in md and "curves.json (100 docs)" in md
     assert "| neutral | 0.100 | 0.500 |" in (tmp_path / "out" / "gates.md").read_text()
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+
+
+def test_each_run_is_compared_with_the_base_it_started_from(tmp_path):
+    """Rows built on different machines carry their own base_eval.json: deltas use it, the table lists both."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    a = _run(runs, "repro-finetune", "finetune", 0.95, 1.20, {"bpb": {"en": 1.06, "fr": 1.20}})
+    b = _run(runs, "repro-lora", "lora", 0.95, 1.30, {"bpb": {"en": 0.97, "fr": 1.35}})
+    (a / "base_eval.json").write_text(json.dumps({"bpb": {"en": 0.959, "fr": 1.731}, "label": "Intel AMX"}))
+    (b / "base_eval.json").write_text(json.dumps({"bpb": {"en": 0.961, "fr": 1.728}, "label": "AMD EPYC"}))
+    main([str(a), str(b), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| English base A (Intel AMX) | 0.9590 |" in md and "| English base B (AMD EPYC) | 0.9610 |" in md
+    assert "1.0600 (+0.101)" in md and "| eval.json (all documents) | A |" in md
+    assert "0.9700 (+0.009)" in md and "1.3500 (-0.378)" in md and md.rstrip().endswith("| B |")
