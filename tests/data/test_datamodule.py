@@ -73,7 +73,7 @@ def test_loader_ratio_and_labels(make_dm, p):
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_packing_each_language_reproduces_its_stream(make_dm, corpora, data_helpers, monkeypatch, cache):
-    from nr_lightning.data.datamodule import MixedLanguageStream
+    from nr_lightning.data.packing import MixedLanguageStream
 
     if not cache:
         monkeypatch.setattr(MixedLanguageStream, "CACHE_TOKENS", 0)
@@ -256,7 +256,7 @@ def test_empty_training_file_error(make_dm, tmp_path):
 def test_resume_many_epochs_later(make_dm, monkeypatch, cache):
     """Fast-forward jumps whole epochs arithmetically; the result must equal plain iteration (with and
     without the small-corpus token cache)."""
-    from nr_lightning.data.datamodule import MixedLanguageStream
+    from nr_lightning.data.packing import MixedLanguageStream
 
     if not cache:
         monkeypatch.setattr(MixedLanguageStream, "CACHE_TOKENS", 0)

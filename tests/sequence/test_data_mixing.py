@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nr_lightning.data import MixedLanguageDataModule
-from nr_lightning.data.datamodule import mixing_plan
+from nr_lightning.data.packing import mixing_plan
 
 
 def test_uniform_plan_unchanged_by_weights_support():
