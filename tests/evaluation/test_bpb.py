@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nr_lightning.evaluation import bits_per_byte, bits_per_byte_detail, rolling_windows
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 
 def _texts(fixtures_dir, name: str, n: int) -> list[str]:
@@ -67,7 +67,7 @@ def test_long_document_every_token_scored_once(smollm2_tokenizer, uniform_lm, fi
 
 def test_windowed_equals_full_context_for_short_docs(fixtures_dir, smollm2_tokenizer):
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     texts = _texts(fixtures_dir, "sentences_de_dev.jsonl", 6)
     d = bits_per_byte_detail(model, tok, texts, max_length=256, batch_size=4)
     nll = 0.0
@@ -83,7 +83,7 @@ def test_windowed_equals_full_context_for_short_docs(fixtures_dir, smollm2_token
 def test_window_size_changes_only_context(fixtures_dir, smollm2_tokenizer):
     """Same tokens counted at any window size; batch size does not change the value."""
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     texts = _texts(fixtures_dir, "pubmed_en_dev.jsonl", 1)
     a = bits_per_byte_detail(model, tok, texts, max_length=48, batch_size=1)
     b = bits_per_byte_detail(model, tok, texts, max_length=48, batch_size=7)
