@@ -3,9 +3,9 @@
 Global sequence ``k`` (k = 0, 1, 2, ...) of the training stream is defined independently of ranks and
 workers:
 
-1. the *mixing decision* ``lang(k)`` is a pure function of ``(seed, k)`` (a counter-based hash): with
-   probability ``p`` a retained (original-domain, label 0) language, else a learned (new, label 1) one,
-   uniform within the group;
+1. the *mixing decision* ``lang(k)`` (:func:`mixing_decisions`) is a pure function of ``(seed, k)`` (a
+   counter-based hash): with probability ``p`` a retained (original-domain, label 0) language, else a
+   learned (new, label 1) one, uniform within the group;
 2. its tokens are the next ``seq_len`` tokens of that language's packed stream (documents tokenised,
    each followed by EOS, concatenated, cut into ``seq_len`` chunks; the remainder carries over, so a
    sequence is single-language and can span document boundaries). A language's source restarts
@@ -29,7 +29,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from .sources import TextSource
 
-__all__ = ["MixedLanguageStream", "mixing_plan"]
+__all__ = ["MixedLanguageStream", "mixing_decisions"]
 
 log = logging.getLogger("nr_lightning.data")
 
@@ -56,7 +56,7 @@ def _pick(h: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     return np.minimum(np.searchsorted(cdf, u, side="right"), len(weights) - 1).astype(np.int64)
 
 
-def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int,
+def mixing_decisions(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int,
                 weights: np.ndarray | None = None, stratify: int = 0, world_size: int = 1) -> np.ndarray:
     """Language index (learned languages first, then retained) of global sequences ``start..start+count-1``.
 
@@ -208,8 +208,9 @@ class MixedLanguageStream(IterableDataset):
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         self.epochs: dict[str, int] = {}  # languages' epochs reached (main process only when num_workers=0)
 
-    def plan(self, start: int, count: int) -> np.ndarray:
-        return mixing_plan(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count,
+    def decisions(self, start: int, count: int) -> np.ndarray:
+        """Language index of global sequences ``start..start+count-1`` (:func:`mixing_decisions`)."""
+        return mixing_decisions(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count,
                            self.weights, stratify=self.batch_size if self.stratified else 0,
                            world_size=self.world_size)
 
@@ -225,7 +226,7 @@ class MixedLanguageStream(IterableDataset):
         k = 0
         while k < self.start:
             n = min(self.block * 64, self.start - k)
-            counts = np.bincount(self.plan(k, n), minlength=len(streams))
+            counts = np.bincount(self.decisions(k, n), minlength=len(streams))
             for s, c in zip(streams, counts):
                 if c:
                     s.skip(int(c) * S)
@@ -234,8 +235,8 @@ class MixedLanguageStream(IterableDataset):
         m0 = (self.start - r + W - 1) // W
         k = self.start
         while True:
-            plan = self.plan(k, self.block)
-            for j, lang in enumerate(plan.tolist()):
+            langs = self.decisions(k, self.block)
+            for j, lang in enumerate(langs.tolist()):
                 kk = k + j
                 s = streams[lang]
                 if kk % W != r or ((kk // W - m0) // B) % n_workers != worker:

@@ -35,7 +35,7 @@ from .spec import SWEEPS, Run, Sweep, SweepError, expand, load_sweep
 
 
 # ---------------------------------------------------------------------------------------------------- cli
-def print_plan(sweep: Sweep, scale: str, runs: list[Run]) -> None:
+def print_runs(sweep: Sweep, scale: str, runs: list[Run]) -> None:
     print(f"# {sweep.path.relative_to(REPO) if sweep.path.is_relative_to(REPO) else sweep.path}: "
           f"{sweep.description} (scale={scale}, {len(runs)} runs)")
     for r in runs:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      args.max_parallel, args.dry_run)
         return []
     if args.dry_run:
-        print_plan(sweep, scale, runs)
+        print_runs(sweep, scale, runs)
         return []
     log(f"{sweep.stem} scale={scale}: {len(runs)} run(s), {sum(r.state() == 'done' for r in runs)} finished")
     rows = run_local(runs, in_process=args.in_process, fail_fast=args.fail_fast)

@@ -102,11 +102,11 @@ def test_empty_and_unicode_documents(smollm2_tokenizer, uniform_lm):
 
 
 @pytest.mark.parametrize("bs", [1, 3, 8])
-def test_plan_batches_partition(bs):
-    from nr_lightning.evaluation.scoring import plan_batches
+def test_least_padding_batches_partition(bs):
+    from nr_lightning.evaluation.scoring import least_padding_batches
 
     lengths = sorted([511, 500, 480, 300, 299, 298, 200, 160, 156, 20, 19, 3], reverse=True)
-    batches = plan_batches(lengths, bs)
+    batches = least_padding_batches(lengths, bs)
     assert batches[0][0] == 0 and batches[-1][1] == len(lengths)
     assert all(a[1] == b[0] for a, b in zip(batches, batches[1:]))
     assert all(0 < e - s <= bs for s, e in batches)

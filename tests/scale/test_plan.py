@@ -1,4 +1,4 @@
-"""Global batch solving, strategy construction and the meta-device dry-run plan."""
+"""Global batch solving, strategy construction and the meta-device dry-run memory plan."""
 
 from __future__ import annotations
 
