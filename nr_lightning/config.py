@@ -83,7 +83,7 @@ class TrainerConfig:
     fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/loss.py); off under fsdp/deepspeed
     detect_anomaly: bool = False
     nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
-    dry_run: bool = False  # build the plan, print memory estimates, do not train
+    dry_run: bool = False  # print the memory plan (layout, per-GPU memory estimates), do not train
     global_batch_tokens: int = 0  # >0: solve accumulate_grad_batches = this / (devices*nodes*batch_size*seq_len)
     activation_checkpointing: bool = False  # recompute each decoder layer in backward (FSDP policy / HF for DDP)
     fsdp_sharding: str = "FULL_SHARD"  # FULL_SHARD (ZeRO-3-like) | SHARD_GRAD_OP (ZeRO-2-like) | HYBRID_SHARD | NO_SHARD

@@ -1,5 +1,5 @@
 """The one registry of names: extension methods, gates, inits, placements, supported model families,
-sequence strategies and merges. Config validation, the extension API, the planner, the sequence runner and
+sequence strategies and merges. Config validation, the extension API, the memory planner, the sequence runner and
 evaluation all import these tuples, so adding a name is one edit here (plus its implementation)."""
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Tiny random decoders of every supported architecture, for tests and smoke runs (seconds, no downloads)."""
+"""Test helpers. *Toy* models (``toy_config`` / ``toy_model``): random decoders of every supported architecture,
+vocabulary 256 by default, for unit tests of extension code (seconds, no downloads, no tokenizer). They are not
+the ``backbone=tiny`` preset (nr_lightning/backbone.py: a random 2-layer Llama with SmolLM2's real 49k-token
+tokenizer, for end-to-end CLI runs), which ``fake_run`` and the CLI tests use."""
 
 from __future__ import annotations
 
@@ -7,24 +10,24 @@ import torch
 ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2")
 
 
-def tiny_config(arch: str = "llama", vocab_size: int = 256, hidden: int = 64, layers: int = 2, ffn: int = 128):
-    """A transformers config for a tiny random model of the given architecture family."""
+def toy_config(arch: str = "llama", vocab_size: int = 256, hidden: int = 64, layers: int = 2, ffn: int = 128):
+    """A transformers config for a toy random model of the given architecture family (not ``backbone=tiny``)."""
     from transformers import AutoConfig
 
     if arch not in ARCHS:
-        raise ValueError(f"unknown tiny architecture {arch!r}; valid choices: {', '.join(ARCHS)}")
+        raise ValueError(f"unknown toy architecture {arch!r}; valid choices: {', '.join(ARCHS)}")
     common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
     extra = {"head_dim": hidden // 4} if arch.startswith("gemma") else {}
     return AutoConfig.for_model(arch, **common, **extra)
 
 
-def tiny_model(arch: str = "llama", seed: int = 0, **kw):
-    """A tiny random causal LM in eval mode (as from_pretrained returns it)."""
+def toy_model(arch: str = "llama", seed: int = 0, **kw):
+    """A toy random causal LM (vocab 256 unless ``vocab_size`` is given) in eval mode, as from_pretrained returns it."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, **kw), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(toy_config(arch, **kw), dtype=torch.float32)
     model.eval()
     return model
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random decoders (seconds, no downloads) and the evaluation files shipped in the package."""
+"""Shared fixtures: toy random decoders (nr_lightning.testing; seconds, no downloads) and the evaluation files
+shipped in the package."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from nr_lightning.evaluation.fixtures import FIXTURES
-from nr_lightning.testing import tiny_model, unexpected_skips
+from nr_lightning.testing import toy_model, unexpected_skips
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -26,8 +27,8 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture
-def tiny_llama():
-    return tiny_model("llama")
+def toy_llama():
+    return toy_model("llama")
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,8 @@
-"""Mixed-language training stream: packed, domain-labelled, deterministic, resumable.
+"""The mixed-language DataModule: its config (``DataConfig``), the sources of each language, the loader
+that restarts the stream at the consumed position, and the resumable stream state.
 
-Global sequence ``k`` (k = 0, 1, 2, ...) of the training stream is defined independently of ranks and
-workers:
-
-1. the *mixing decision* ``lang(k)`` is a pure function of ``(seed, k)`` (a counter-based hash): with
-   probability ``p`` a retained (original-domain, label 0) language, else a learned (new, label 1) one,
-   uniform within the group;
-2. its tokens are the next ``seq_len`` tokens of that language's packed stream (documents tokenised,
-   each followed by EOS, concatenated, cut into ``seq_len`` chunks; the remainder carries over, so a
-   sequence is single-language and can span document boundaries). A language's source restarts
-   (next epoch) when exhausted.
-
-Rank ``r`` of ``W`` takes the sequences ``k ≡ r (mod W)``; its dataloader workers split them by batch.
-Resuming from ``K`` consumed sequences replays the mixing decisions and skips ``K`` sequences' worth of
-tokens per language, so a resumed stream is bit-identical to the uninterrupted one (and independent of
-the world size). See ``docs/data.md``.
+The stream itself (mixing decisions, packing, the split over ranks and workers) is defined in
+:mod:`nr_lightning.data.packing`; see ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -31,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from ..registry import MIXINGS
+from .packing import MixedLanguageStream
 from .sources import DataSourceError, TextSource, open_source
 
-__all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "MixedLanguageStream", "mixing_plan"]
+__all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "stratified_problem"]
 
-log = logging.getLogger("nr_lightning.data")
 STATE_VERSION = 1
 
 
@@ -155,219 +141,6 @@ def _packaged(spec: str) -> str:
         if candidate.exists():
             return str(candidate)
     return spec
-
-
-# ----------------------------------------------------------------------------------------------------- mixing
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = x + _GAMMA
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def _pick(h: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """Index in a group from hash values: uniform (modulo) without weights, else by the weights' CDF."""
-    if weights is None or np.all(weights == weights[0]):
-        return (h % np.uint64(len(weights) if weights is not None else 1)).astype(np.int64)
-    u = (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
-    cdf = np.cumsum(weights) / weights.sum()
-    return np.minimum(np.searchsorted(cdf, u, side="right"), len(weights) - 1).astype(np.int64)
-
-
-def mixing_plan(seed: int, p: float, n_learn: int, n_retain: int, start: int, count: int,
-                weights: np.ndarray | None = None, stratify: int = 0, world_size: int = 1) -> np.ndarray:
-    """Language index (learned languages first, then retained) of global sequences ``start..start+count-1``.
-
-    A pure function of ``(seed, k)`` so any rank / worker / resumed run agrees on every decision.
-    ``weights`` (one per language, same order) are relative weights within each group; None = uniform.
-    ``stratify=B`` (the micro-batch size): global sequence ``k`` is rank ``k % W``'s local sequence ``k // W``,
-    at position ``(k // W) % B`` of its micro-batch; the first ``round(p * B)`` positions are retained, so every
-    micro-batch on every rank holds exactly that many (the stream then depends on the world size ``W``).
-    """
-    k = np.arange(start, start + count, dtype=np.uint64)
-    key = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))[0]
-    with np.errstate(over="ignore"):
-        h = _splitmix64(k * _GAMMA + key)
-    u = (h >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)  # uniform in [0, 1)
-    h2 = _splitmix64(h)
-    if stratify:
-        retained = (k // np.uint64(world_size)) % np.uint64(stratify) < np.uint64(round(p * stratify))
-    else:
-        retained = u < p
-    out = np.empty(count, dtype=np.int64)
-    w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if n_retain:
-        wr = w[n_learn:] if w is not None else np.ones(n_retain)
-        out[retained] = n_learn + _pick(h2[retained], wr)
-    if n_learn:
-        wl = w[:n_learn] if w is not None else np.ones(n_learn)
-        out[~retained] = _pick(h2[~retained], wl)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------- packing
-
-
-def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    if hasattr(tokenizer, "model_max_length"):  # HF: silence the "longer than model max length" warning
-        return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-class _PackedLanguage:
-    """One language's infinite token stream: docs → tokens + EOS → contiguous buffer (epochs restart).
-
-    Every epoch yields the same tokens, so the stream is periodic: once the first epoch's length is known,
-    :meth:`skip` jumps over whole epochs without tokenising (cheap fast-forward on resume), and a corpus
-    whose epoch fits in ``cache_tokens`` is kept as token ids after its first pass (no re-tokenising).
-    """
-
-    def __init__(self, source: TextSource, tokenizer: Any, eos_id: int, name: str, doc_batch: int = 64,
-                 verbose: bool = False, cache_tokens: int = 8_000_000) -> None:
-        self.source, self.tokenizer, self.eos_id, self.name = source, tokenizer, eos_id, name
-        self.doc_batch, self.verbose = doc_batch, verbose
-        self.epoch = 0  # epochs completed (source passes exhausted), counting skipped ones
-        self.epoch_len: int | None = None  # tokens (incl. EOS) in one epoch, known after the first pass
-        self._produced = 0  # tokens appended to the buffer so far
-        self._it: Iterator[str] | None = None
-        self._buf = np.empty(0, dtype=np.int32)
-        self._pos = 0
-        self._cache_cap = cache_tokens
-        self._first_epoch: list[np.ndarray] | None = [] if cache_tokens > 0 else None
-        self._cache: np.ndarray | None = None
-
-    def _end_epoch(self) -> None:
-        self.epoch += 1
-        if self.epoch_len is None:
-            self.epoch_len = self._produced
-            if self._first_epoch is not None:
-                self._cache = np.concatenate(self._first_epoch) if self._first_epoch else None
-                self._first_epoch = None
-        if self.verbose:
-            log.info("data: %s source exhausted; starting epoch %d (%d tokens per epoch)", self.name, self.epoch,
-                     self.epoch_len)
-
-    def _append(self, arrays: list[np.ndarray]) -> None:
-        self._buf, self._pos = np.concatenate([self._buf[self._pos:], *arrays]), 0
-
-    def _refill(self) -> None:
-        if self._cache is not None:  # later epochs of a small corpus: replay the cached token ids
-            self._append([self._cache])
-            self._produced += len(self._cache)
-            self._end_epoch()
-            return
-        texts: list[str] = []
-        ended = False
-        while len(texts) < self.doc_batch:
-            if self._it is None:
-                self._it = self.source.iter_texts()  # raises DataSourceError when the source has no documents
-            try:
-                texts.append(next(self._it))
-            except StopIteration:
-                self._it = None
-                if texts:  # a batch never straddles an epoch boundary
-                    ended = True
-                    break
-                self._end_epoch()
-                if self._cache is not None:
-                    return
-        arrays = []
-        for doc in _encode(self.tokenizer, texts):
-            arrays.append(np.asarray([*doc, self.eos_id], dtype=np.int32))
-            self._produced += len(doc) + 1
-        if self._first_epoch is not None:
-            if self._produced <= self._cache_cap:
-                self._first_epoch.extend(arrays)
-            else:
-                self._first_epoch = None  # too large to cache: re-tokenise every epoch
-        self._append(arrays)
-        if ended:
-            self._end_epoch()
-
-    def take(self, n: int) -> np.ndarray:
-        while len(self._buf) - self._pos < n:
-            self._refill()
-        out = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        return out
-
-    def skip(self, n: int) -> None:
-        while n > 0:
-            if self.epoch_len and n >= self.epoch_len:
-                self.epoch += n // self.epoch_len
-                n %= self.epoch_len
-                continue
-            avail = len(self._buf) - self._pos
-            if avail >= n:
-                self._pos += n
-                return
-            n -= avail
-            self._buf, self._pos = np.empty(0, dtype=np.int32), 0
-            self._refill()
-
-
-class MixedLanguageStream(IterableDataset):
-    """Infinite stream of ``{"input_ids", "domain", "lang"}`` examples for one rank, starting at ``start``."""
-
-    CACHE_TOKENS = 8_000_000
-    """A language whose epoch has at most this many tokens is kept as token ids after its first pass."""
-
-    def __init__(self, sources: list[TextSource], tokenizer: Any, eos_id: int, n_learn: int, p: float,
-                 seq_len: int, seed: int, batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
-                 names: list[str] | None = None, block: int = 4096, weights: list[float] | None = None,
-                 stratified: bool = False) -> None:
-        super().__init__()
-        self.sources, self.tokenizer, self.eos_id = sources, tokenizer, eos_id
-        self.n_learn, self.p, self.seq_len, self.seed = n_learn, p, seq_len, seed
-        self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
-        self.names = names or [str(i) for i in range(len(sources))]
-        self.block = block
-        self.stratified = stratified
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
-        self.epochs: dict[str, int] = {}  # languages' epochs reached (main process only when num_workers=0)
-
-    def plan(self, start: int, count: int) -> np.ndarray:
-        return mixing_plan(self.seed, self.p, self.n_learn, len(self.sources) - self.n_learn, start, count,
-                           self.weights, stratify=self.batch_size if self.stratified else 0,
-                           world_size=self.world_size)
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        n_workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        W, r, B, S = self.world_size, self.rank, self.batch_size, self.seq_len
-        verbose = r == 0 and worker == 0
-        streams = [_PackedLanguage(src, self.tokenizer, self.eos_id, name, verbose=verbose,
-                                   cache_tokens=self.CACHE_TOKENS)
-                   for src, name in zip(self.sources, self.names)]
-        # Fast-forward: every language has consumed S tokens per earlier sequence assigned to it.
-        k = 0
-        while k < self.start:
-            n = min(self.block * 64, self.start - k)
-            counts = np.bincount(self.plan(k, n), minlength=len(streams))
-            for s, c in zip(streams, counts):
-                if c:
-                    s.skip(int(c) * S)
-            k += n
-        # This rank's local sequence m is global k = m*W + r; local batches go round-robin to workers.
-        m0 = (self.start - r + W - 1) // W
-        k = self.start
-        while True:
-            plan = self.plan(k, self.block)
-            for j, lang in enumerate(plan.tolist()):
-                kk = k + j
-                s = streams[lang]
-                if kk % W != r or ((kk // W - m0) // B) % n_workers != worker:
-                    s.skip(S)
-                    continue
-                ids = torch.from_numpy(s.take(S).astype(np.int64))
-                self.epochs = {st.name: st.epoch for st in streams}
-                yield {"input_ids": ids, "domain": 0 if lang >= self.n_learn else 1, "lang": lang}
-            k += self.block
 
 
 # ----------------------------------------------------------------------------------------------------- loader

@@ -8,9 +8,9 @@ identical; what differs is only how much work is done around the model call:
 
 * requests are sorted by length (longest first) and cut into batches of at most ``batch_size``
   rows at the boundaries that minimise padded positions (a small dynamic programme, see
-  :func:`plan_batches`); lm-eval chunks its rolling windows in document order, so on 30 PubMed
-  abstracts at batch 8 it runs 12,070 positions where we run 9,787 for 9,483 real tokens. Rows are
-  right-padded, so the causal attention never lets a real position see a pad;
+  :func:`least_padding_batches`); lm-eval chunks its rolling windows in document order, so on 30
+  PubMed abstracts at batch 8 it runs 12,070 positions where we run 9,787 for 9,483 real tokens. Rows
+  are right-padded, so the causal attention never lets a real position see a pad;
 * only the scored positions go through the softmax, in cache-sized chunks of a view of the logits
   (``log_softmax`` + ``gather``), never a full ``[batch, time, vocab]`` ``log_softmax`` copy nor an
   argmax over it (lm-eval's extra passes over the logits);
@@ -143,7 +143,7 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, overhead: int = 64) -> list[tuple[int, int]]:
+def least_padding_batches(lengths: Sequence[int], batch_size: int, overhead: int = 64) -> list[tuple[int, int]]:
     """Split ``lengths`` (sorted, longest first) into ``[start, end)`` batches of <= ``batch_size`` rows
     minimising ``Σ rows × longest + overhead × batches``: padded positions plus a per-forward cost
     (in token equivalents) that keeps batches from getting needlessly small."""
@@ -201,7 +201,7 @@ def score_requests(
     # longest first, ties broken by content like lm-eval's Collator (deterministic batches)
     order = sorted(range(len(requests)), key=lambda i: (-len(requests[i][0]), tuple(requests[i][0])))
     out: list[Score | None] = [None] * len(requests)
-    for start, stop in plan_batches([len(requests[i][0]) - 1 for i in order], batch_size):
+    for start, stop in least_padding_batches([len(requests[i][0]) - 1 for i in order], batch_size):
         idx = order[start:stop]
         lengths = [len(requests[i][0]) - 1 for i in idx]
         width = max(lengths)

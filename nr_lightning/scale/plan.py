@@ -1,5 +1,9 @@
 """How a run is laid out on hardware: world size, gradient accumulation, Lightning strategy, memory plan.
 
+*Memory plan* here (and only here): the dry-run layout and per-GPU memory table of :func:`dry_run`; a training
+run's ``plan.txt`` is its run summary (training/train.py), the data's per-sequence languages are its mixing
+decisions (data/packing.py).
+
 ``trainer.dry_run=true`` calls :func:`dry_run`: it builds the backbone on the meta device (no weights are
 allocated, so a 2B model plans in a second on a laptop), extends it with ``nrl.extend`` for the exact
 parameter counts, and prints per-GPU memory for every method × strategy, without training.
@@ -19,7 +23,7 @@ backbone's dtype, AdamW keeps two states per trainable weight in the same dtype)
     checkpointing only each layer's input (B*S*L*2d) plus one layer's activations are kept.
     logits      = B*S*V*10 (bf16 logits, fp32 upcast and log-softmax for the cross entropy)
 
-It is an estimate (no allocator fragmentation, CUDA context ~0.5 GiB, NCCL buffers): plan ~10-20% headroom.
+It is an estimate (no allocator fragmentation, CUDA context ~0.5 GiB, NCCL buffers): leave ~10-20% headroom.
 """
 
 from __future__ import annotations
@@ -285,7 +289,7 @@ def memory_estimate(report: dict, shape: dict, cfg: RunConfig, strategy: str, n_
 STRATEGY_ROWS = (("ddp", "DDP"), ("fsdp_grad_op", "FSDP SHARD_GRAD_OP / ZeRO-2"), ("fsdp", "FSDP FULL_SHARD"))
 
 
-def plan_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora", "neutral")) -> dict:
+def memory_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora", "neutral")) -> dict:
     """Parameter counts and per-GPU memory of each method under each strategy, with and without
     activation checkpointing, for the run's backbone, micro-batch and world size."""
     from ..extension import parameter_report
@@ -310,7 +314,7 @@ def plan_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora", "
     return {"shape": shape, "world_size": n, "methods": rows}
 
 
-def format_plan(cfg: RunConfig, table: dict) -> str:
+def format_memory_plan(cfg: RunConfig, table: dict) -> str:
     """The dry-run text: the run's layout, then the memory table (GiB per GPU)."""
     t, d = cfg.trainer, cfg.data
     n = table["world_size"]
@@ -347,11 +351,11 @@ def format_plan(cfg: RunConfig, table: dict) -> str:
 
 
 def dry_run(cfg: RunConfig) -> dict:
-    """Build the model on the meta device and print the run's plan and memory table; train nothing."""
+    """Build the model on the meta device and print the run's memory plan (layout + memory table); train nothing."""
     solve_accumulation(cfg)
     methods = tuple(dict.fromkeys(("finetune", "lora", "neutral", cfg.method.name)))
-    table = plan_table(cfg, methods)
-    text = format_plan(cfg, table)
+    table = memory_table(cfg, methods)
+    text = format_memory_plan(cfg, table)
     print(text, file=sys.stdout, flush=True)
     this = table["methods"][cfg.method.name]
     return {"dry_run": True, "config": to_dict(cfg), "world_size": table["world_size"],

@@ -1,1 +1,2 @@
-"""Paper sweeps: the sweep spec, the local runner, SLURM job arrays and the sweep CLI (experiments/paper/README.md)."""
+"""Paper sweeps (experiments/paper/README.md): the sweep file grammar (spec.py), the local and SLURM array
+runners (runners.py) and the sweep CLI (sweep.py, also `python -m nr_lightning.sweep`)."""

@@ -1,6 +1,6 @@
 """Model FLOPs utilisation (MFU) next to tokens/s: the figure GPU users compare across frameworks.
 
-FLOPs per trained token follow the FLOP model of ``benchmarks/suite.py`` (useful FLOPs, no recomputation,
+FLOPs per trained token follow the FLOP model of ``benchmarks/common.py`` (useful FLOPs, no recomputation,
 no causal skipping): frozen matmul weights cost their forward (2N) and the activation gradients (2N),
 trained ones add their weight gradients (2N); attention scores and mixing add 4·T·width per layer forward.
 The device's peak is Lightning's table of theoretical FLOP/s per chip and dtype

@@ -3,6 +3,9 @@
 Reads top to bottom: compose + validate the config (fails before anything loads), prepare the run
 directory, load the backbone and extend it, build the mixed-language data, then fit with
 checkpoints, TensorBoard curves and a final `save_extension`.
+
+*Run summary*: the banner printed at start (:func:`banner`) and written to ``<run dir>/plan.txt`` (that file
+keeps its name: archived runs and tools read it). ``trainer.dry_run=true`` prints the memory plan instead.
 """
 
 from __future__ import annotations
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
 
         quiet_third_party()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if cfg.trainer.dry_run:  # plans on the meta device: no run directory, no weights, no data
+        if cfg.trainer.dry_run:  # the memory plan, on the meta device: no run directory, no weights, no data
             from ..scale.plan import dry_run
 
             return dry_run(cfg)
@@ -223,13 +226,13 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module, dm, tokenizer, plan_text = _build_module(cfg, build, run_dir, ckpt_path)
+    module, dm, tokenizer, run_summary = _build_module(cfg, build, run_dir, ckpt_path)
     callbacks = _callbacks(cfg, run_dir, dm, tokenizer, resuming=ckpt_path is not None)
     if rank_zero:  # every check passed: only now touch the run directory
         if cfg.overwrite:
             clear_outputs(run_dir)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        (run_dir / "plan.txt").write_text(plan_text + "\n")
+        (run_dir / "plan.txt").write_text(run_summary + "\n")  # the run summary; the file name stays (archived runs)
     extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
     callbacks += extra
     trainer = _trainer(cfg, module.model, run_dir, callbacks)
@@ -263,8 +266,8 @@ def _prepare(cfg: RunConfig) -> Path:
 
 
 def _build_module(cfg: RunConfig, build: Callable[[RunConfig], tuple], run_dir: Path, ckpt_path: Path | None):
-    """(LightningModule, DataModule, tokenizer, plan text): every training record and the checkpoint to resume
-    are checked; the plan is printed (written by the caller once every check has passed)."""
+    """(LightningModule, DataModule, tokenizer, run summary): every training record and the checkpoint to resume
+    are checked; the run summary is printed (written to plan.txt by the caller once every check has passed)."""
     from ..scale.plan import enable_activation_checkpointing
     from .module import ExtensionModule
 

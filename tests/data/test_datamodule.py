@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nr_lightning.data import DataConfig, MixedLanguageDataModule, mixing_plan
+from nr_lightning.data import DataConfig, MixedLanguageDataModule, mixing_decisions
 from nr_lightning.data.sources import DataSourceError
 
 
@@ -28,23 +28,23 @@ def _lang_from_ids(ids: torch.Tensor) -> set[str]:
 
 
 @pytest.mark.parametrize("p", [0.0, 0.01, 0.1, 0.5, 1.0])
-def test_mixing_plan_ratio(p):
+def test_mixing_decisions_ratio(p):
     n = 50_000
-    plan = mixing_plan(seed=3, p=p, n_learn=1, n_retain=1, start=0, count=n)
-    frac = float((plan == 1).mean())
+    langs = mixing_decisions(seed=3, p=p, n_learn=1, n_retain=1, start=0, count=n)
+    frac = float((langs == 1).mean())
     tol = 4 * np.sqrt(p * (1 - p) / n) + 1e-12
     assert abs(frac - p) <= tol
-    # A pure function of (seed, k): any window agrees with the full plan.
-    assert np.array_equal(mixing_plan(3, p, 1, 1, 1234, 100), plan[1234:1334])
+    # A pure function of (seed, k): any window agrees with the full sequence of decisions.
+    assert np.array_equal(mixing_decisions(3, p, 1, 1, 1234, 100), langs[1234:1334])
 
 
 def test_mixing_balanced_within_groups():
     n = 60_000
-    plan = mixing_plan(seed=0, p=0.1, n_learn=2, n_retain=2, start=0, count=n)
-    counts = np.bincount(plan, minlength=4) / n
+    langs = mixing_decisions(seed=0, p=0.1, n_learn=2, n_retain=2, start=0, count=n)
+    counts = np.bincount(langs, minlength=4) / n
     assert abs(counts[0] - 0.45) < 0.01 and abs(counts[1] - 0.45) < 0.01
     assert abs(counts[2] - 0.05) < 0.005 and abs(counts[3] - 0.05) < 0.005
-    assert not np.array_equal(plan[:1000], mixing_plan(1, 0.1, 2, 2, 0, 1000))  # the seed matters
+    assert not np.array_equal(langs[:1000], mixing_decisions(1, 0.1, 2, 2, 0, 1000))  # the seed matters
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
@@ -73,7 +73,7 @@ def test_loader_ratio_and_labels(make_dm, p):
 
 @pytest.mark.parametrize("cache", [True, False])
 def test_packing_each_language_reproduces_its_stream(make_dm, corpora, data_helpers, monkeypatch, cache):
-    from nr_lightning.data.datamodule import MixedLanguageStream
+    from nr_lightning.data.packing import MixedLanguageStream
 
     if not cache:
         monkeypatch.setattr(MixedLanguageStream, "CACHE_TOKENS", 0)
@@ -256,7 +256,7 @@ def test_empty_training_file_error(make_dm, tmp_path):
 def test_resume_many_epochs_later(make_dm, monkeypatch, cache):
     """Fast-forward jumps whole epochs arithmetically; the result must equal plain iteration (with and
     without the small-corpus token cache)."""
-    from nr_lightning.data.datamodule import MixedLanguageStream
+    from nr_lightning.data.packing import MixedLanguageStream
 
     if not cache:
         monkeypatch.setattr(MixedLanguageStream, "CACHE_TOKENS", 0)
@@ -276,11 +276,11 @@ def test_resume_many_epochs_later(make_dm, monkeypatch, cache):
 
 
 @pytest.mark.parametrize("p,batch", [(0.1, 10), (0.1, 8), (0.25, 4), (0.5, 6)])
-def test_stratified_plan_has_exactly_round_pb_retained_per_batch(p, batch):
-    plan = mixing_plan(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300, stratify=batch)
-    per_batch = (plan.reshape(300, batch) == 1).sum(1)
+def test_stratified_decisions_have_exactly_round_pb_retained_per_batch(p, batch):
+    langs = mixing_decisions(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300, stratify=batch)
+    per_batch = (langs.reshape(300, batch) == 1).sum(1)
     assert (per_batch == round(p * batch)).all()
-    random = mixing_plan(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300)
+    random = mixing_decisions(seed=0, p=p, n_learn=1, n_retain=1, start=0, count=batch * 300)
     assert not ((random.reshape(300, batch) == 1).sum(1) == round(p * batch)).all()  # random mixing varies
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nr_lightning.evaluation import bits_per_byte, bits_per_byte_detail, rolling_windows
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 
 def _texts(fixtures_dir, name: str, n: int) -> list[str]:
@@ -67,7 +67,7 @@ def test_long_document_every_token_scored_once(smollm2_tokenizer, uniform_lm, fi
 
 def test_windowed_equals_full_context_for_short_docs(fixtures_dir, smollm2_tokenizer):
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     texts = _texts(fixtures_dir, "sentences_de_dev.jsonl", 6)
     d = bits_per_byte_detail(model, tok, texts, max_length=256, batch_size=4)
     nll = 0.0
@@ -83,7 +83,7 @@ def test_windowed_equals_full_context_for_short_docs(fixtures_dir, smollm2_token
 def test_window_size_changes_only_context(fixtures_dir, smollm2_tokenizer):
     """Same tokens counted at any window size; batch size does not change the value."""
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     texts = _texts(fixtures_dir, "pubmed_en_dev.jsonl", 1)
     a = bits_per_byte_detail(model, tok, texts, max_length=48, batch_size=1)
     b = bits_per_byte_detail(model, tok, texts, max_length=48, batch_size=7)
@@ -102,11 +102,11 @@ def test_empty_and_unicode_documents(smollm2_tokenizer, uniform_lm):
 
 
 @pytest.mark.parametrize("bs", [1, 3, 8])
-def test_plan_batches_partition(bs):
-    from nr_lightning.evaluation.scoring import plan_batches
+def test_least_padding_batches_partition(bs):
+    from nr_lightning.evaluation.scoring import least_padding_batches
 
     lengths = sorted([511, 500, 480, 300, 299, 298, 200, 160, 156, 20, 19, 3], reverse=True)
-    batches = plan_batches(lengths, bs)
+    batches = least_padding_batches(lengths, bs)
     assert batches[0][0] == 0 and batches[-1][1] == len(lengths)
     assert all(a[1] == b[0] for a, b in zip(batches, batches[1:]))
     assert all(0 < e - s <= bs for s, e in batches)

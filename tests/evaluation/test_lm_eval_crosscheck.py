@@ -5,7 +5,7 @@ same model object: ours directly, lm-eval through ``HFLM(pretrained=model, token
 ``loglikelihood_rolling`` / ``loglikelihood`` on ``Instance`` objects (its task registry needs the
 hub). Bits per byte must agree to 1e-4 and per-item predictions exactly, for every normalisation.
 
-The default run uses a tiny random Llama with SmolLM2's real tokenizer (seconds); ``-m slow`` runs
+The default run uses a toy random Llama (``toy_model``) with SmolLM2's real tokenizer (seconds); ``-m slow`` runs
 the same checks on the real SmolLM2-135M backbone over every benchmark fixture.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from nr_lightning.evaluation import bits_per_byte_detail, multiple_choice
 from nr_lightning.evaluation.tasks import UNCONDITIONAL_PROMPT
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 pytest.importorskip("lm_eval")
 
@@ -89,9 +89,9 @@ def _check_mc(model, tok, task, limit, max_length, batch_size):
     return r
 
 
-def test_crosscheck_tiny_model(smollm2_tokenizer, fixtures_dir):
+def test_crosscheck_toy_model(smollm2_tokenizer, fixtures_dir):
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))  # max_position_embeddings 512
+    model = toy_model("llama", vocab_size=len(tok))  # max_position_embeddings 512
     texts = _texts(fixtures_dir, "pubmed_en_dev.jsonl", 2) + _texts(fixtures_dir, "sentences_fr_dev.jsonl", 4)
     _check_bpb(model, tok, texts, max_length=96, batch_size=4)
     # 5-shot prompts left-truncated to 256 tokens, a long passage, 5 choices
@@ -128,7 +128,7 @@ def test_wrapper_model_runs_in_lm_eval(smollm2_tokenizer):
             return self.hf(input_ids=input_ids, attention_mask=attention_mask)
 
     tok = smollm2_tokenizer
-    model = Wrapper(tiny_model("llama", vocab_size=len(tok)))
+    model = Wrapper(toy_model("llama", vocab_size=len(tok)))
     texts = ["The quick brown fox jumps over the lazy dog. " * 6, "Le renard brun saute."]
     ref = lm_eval_bpb(make_hflm(model, tok, batch_size=2, max_length=32), texts)
     ours = bits_per_byte_detail(model, tok, texts, max_length=32, batch_size=2).bits_per_byte

@@ -8,7 +8,7 @@ import pytest
 
 from nr_lightning.evaluation import TASKS, load_jsonl, load_task, loglikelihoods, multiple_choice
 from nr_lightning.evaluation.tasks import build_context, parse_task_name
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 TOY_CONTEXT = "Question: Q?\nAnswer:"
 
@@ -128,7 +128,7 @@ def test_fewshot_prompts_exclude_the_item_and_are_deterministic(fixtures_dir):
 
 def test_multiple_choice_end_to_end_tiny(smollm2_tokenizer, fixtures_dir):
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     for name in ("mmlu_fr", "belebele_en", "csqa_en"):
         r = multiple_choice(model, tok, name, limit=2, batch_size=8, return_items=True)
         assert r["n"] == 2 and 0.0 <= r["acc"] <= 1.0 and 0.0 <= r["acc_norm"] <= 1.0
@@ -143,7 +143,7 @@ def test_multiple_choice_end_to_end_tiny(smollm2_tokenizer, fixtures_dir):
 def test_prefix_cache_matches_batched_path(smollm2_tokenizer):
     """Scoring choices from the prompt's KV cache gives the batched path's numbers (HF model)."""
     tok = smollm2_tokenizer
-    model = tiny_model("llama", vocab_size=len(tok))
+    model = toy_model("llama", vocab_size=len(tok))
     task = load_task("mmlu_en", limit=2)
     kw = dict(limit=2, return_items=True, max_length=300)  # item 0's 5-shot prompt needs truncation
     a = multiple_choice(model, tok, task, prefix_cache=True, **kw)

@@ -9,7 +9,7 @@ import torch
 
 import nr_lightning as nrl
 from nr_lightning.evaluation.scoring import hidden_and_head, score_requests
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 
 def _requests(seed: int = 0) -> list[tuple[list[int], int]]:
@@ -24,7 +24,7 @@ def _requests(seed: int = 0) -> list[tuple[list[int], int]]:
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "qwen2"])
 @pytest.mark.parametrize("method", [None, "lora", "neutral"])
 def test_head_only_equals_full_logits(arch, method):
-    model = tiny_model(arch)
+    model = toy_model(arch)
     if method:
         model = nrl.extend(model, method=method, budget=0.2)
         if method == "neutral":  # non-zero adapters, so the hooks change the hidden states
@@ -43,7 +43,7 @@ def test_head_only_equals_full_logits(arch, method):
 
 
 def test_head_only_applies_gemma2_softcap():
-    model = tiny_model("gemma2")
+    model = toy_model("gemma2")
     with torch.no_grad():  # large logits, so the soft-capping at 30 changes them visibly
         model.get_output_embeddings().weight.mul_(400.0)
     reqs = _requests(1)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from nr_lightning.sweeps import sweep as sw
+from nr_lightning.config import compose
+from nr_lightning.sweeps import runners, spec
+from nr_lightning.sweeps.sweep import main
 from nr_lightning.testing import fixture_data_args as data_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,18 +29,18 @@ def test_every_paper_table_has_a_file():
 
 
 @functools.cache
-def expanded(stem: str, scale: str) -> tuple[sw.Run, ...]:
+def expanded(stem: str, scale: str) -> tuple[spec.Run, ...]:
     """Each paper file is expanded (every run composed) once per scale for the whole module."""
-    return tuple(sw.expand(sw.load_sweep(stem), scale))
+    return tuple(spec.expand(spec.load_sweep(stem), scale))
 
 
-def _rows(stem: str, scale: str = "cpu") -> tuple[sw.Run, ...]:
+def _rows(stem: str, scale: str = "cpu") -> tuple[spec.Run, ...]:
     return expanded(stem, scale)
 
 
 @pytest.mark.parametrize("path", PAPER, ids=[p.stem for p in PAPER])
 def test_paper_sweeps_expand_and_compose_at_both_scales(path):
-    sweep = sw.load_sweep(path)
+    sweep = spec.load_sweep(path)
     assert sweep.description and set(sweep.scales) == {"cpu", "paper"}
     for scale, expected in zip(("cpu", "paper"), COUNTS[path.stem]):
         runs = expanded(path.stem, scale)  # composes + validates every run
@@ -75,13 +77,13 @@ def test_table3_table7_table8_grids():
     assert sorted(r.cfg.method.budget for r in _rows("table3_budget")) == [0.05, 0.1, 0.2, 0.5]
     alpha = {r.labels["alpha"]: r.cfg.method.alpha for r in _rows("table7_alpha")}
     assert alpha == {"0": 0, "1": 1e-4, "10": 1e-3, "100": 1e-2, "1000": 1e-1}
-    assert alpha["100"] == sw.compose(["method=neutral"]).method.alpha  # the paper's default = ours
+    assert alpha["100"] == compose(["method=neutral"]).method.alpha  # the paper's default = ours
     lrs: dict[str, list[float]] = {}
     for r in _rows("table8_learning_rate"):
         lrs.setdefault(r.cfg.method.name, []).append(r.cfg.method.lr)
     assert set(lrs) == {"finetune", "lora", "adapters", "neutral"}
     for m, values in lrs.items():
-        assert len(values) == 4 and sw.compose([f"method={m}"]).method.lr in values
+        assert len(values) == 4 and compose([f"method={m}"]).method.lr in values
 
 
 def test_tables_4_5_languages_methods_backbones():
@@ -92,7 +94,7 @@ def test_tables_4_5_languages_methods_backbones():
             {(b, m) for b in ("en1b", "ml1b", "gemma2b") for m in ("finetune", "lora", "adapters", "neutral")}
 
 
-def _gate_row(r: sw.Run) -> tuple[str, bool, bool, str]:
+def _gate_row(r: spec.Run) -> tuple[str, bool, bool, str]:
     m = r.cfg.method
     return m.gate, m.beta > 0, m.alpha > 0, m.init
 
@@ -112,7 +114,7 @@ def test_gate_ablation_paper_rows_and_full_factorial():
     assert set(rows) <= full
     # the last row is neutral residues as configured by method=neutral; row 5 is method=sigmoid
     for row, preset in ((rows[-1], "neutral"), (rows[4], "sigmoid")):
-        m = sw.compose([f"method={preset}"]).method
+        m = compose([f"method={preset}"]).method
         assert row == (preset == "sigmoid" and "sigmoid" or "elu", m.beta > 0, m.alpha > 0, lv)
 
 
@@ -134,25 +136,25 @@ name: "tiny-p{data.p}"
 
 
 def test_bad_sweeps_fail_before_anything_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(runners, "train_one", lambda *a, **k: pytest.fail("trained"))
     bad = _write(tmp_path, TINY.replace("data.p: [0, 0.5]", "data.p: [0, 0.5]\n  method.alphaa: [1]"))
-    with pytest.raises(sw.SweepError, match=r"(?s)2 run\(s\) do not compose.*method.alphaa"):
-        sw.main([str(bad), "scale=cpu", f"runs_root={tmp_path}"])
-    with pytest.raises(sw.SweepError, match="no scale 'paper'"):
-        sw.main([str(_write(tmp_path, TINY)), "scale=paper"])
-    with pytest.raises(sw.SweepError, match="both named"):
-        sw.expand(sw.load_sweep(_write(tmp_path, TINY.replace("tiny-p{data.p}", "tiny"))), "cpu")
-    with pytest.raises(sw.SweepError, match="names its runs itself"):
-        sw.expand(sw.load_sweep(_write(tmp_path, TINY)), "cpu", ["name=x"])
-    with pytest.raises(sw.SweepError, match="unknown keys"):
-        sw.load_sweep(_write(tmp_path, TINY + "grids: {}\n"))
-    with pytest.raises(sw.SweepError, match="not found"):
-        sw.load_sweep("table99_nope")
+    with pytest.raises(spec.SweepError, match=r"(?s)2 run\(s\) do not compose.*method.alphaa"):
+        main([str(bad), "scale=cpu", f"runs_root={tmp_path}"])
+    with pytest.raises(spec.SweepError, match="no scale 'paper'"):
+        main([str(_write(tmp_path, TINY)), "scale=paper"])
+    with pytest.raises(spec.SweepError, match="both named"):
+        spec.expand(spec.load_sweep(_write(tmp_path, TINY.replace("tiny-p{data.p}", "tiny"))), "cpu")
+    with pytest.raises(spec.SweepError, match="names its runs itself"):
+        spec.expand(spec.load_sweep(_write(tmp_path, TINY)), "cpu", ["name=x"])
+    with pytest.raises(spec.SweepError, match="unknown keys"):
+        spec.load_sweep(_write(tmp_path, TINY + "grids: {}\n"))
+    with pytest.raises(spec.SweepError, match="not found"):
+        spec.load_sweep("table99_nope")
 
 
 def test_dry_run_launches_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("trained"))
-    assert sw.main(["table7_alpha", "scale=cpu", "--dry-run", f"runs_root={tmp_path / 'runs'}"]) == []
+    monkeypatch.setattr(runners, "train_one", lambda *a, **k: pytest.fail("trained"))
+    assert main(["table7_alpha", "scale=cpu", "--dry-run", f"runs_root={tmp_path / 'runs'}"]) == []
     out = capsys.readouterr().out
     assert "t7-neutral-alpha100-cpu" in out and "python -m nr_lightning.train" in out and "method.alpha=1e-2" in out
     assert not (tmp_path / "runs").exists()
@@ -165,7 +167,7 @@ def test_dry_run_launches_nothing(tmp_path, monkeypatch, capsys):
 
 
 def test_resume_state(tmp_path):
-    runs = sw.expand(sw.load_sweep(_write(tmp_path, TINY)), "cpu", [f"runs_root={tmp_path}"])
+    runs = spec.expand(spec.load_sweep(_write(tmp_path, TINY)), "cpu", [f"runs_root={tmp_path}"])
     r = runs[0]
     assert r.state() == "new" and "ckpt_path=last" not in r.train_args()
     (r.run_dir / "checkpoints").mkdir(parents=True)
@@ -179,7 +181,7 @@ def test_local_sweep_trains_then_rerun_skips(tmp_path, fixtures_dir, monkeypatch
     path = _write(tmp_path, TINY)
     root = tmp_path / "runs"
     args = [str(path), "scale=cpu", "--in-process", f"runs_root={root}", *data_args(fixtures_dir)]
-    rows = sw.main(args)
+    rows = main(args)
     assert [(r["run"], r["status"]) for r in rows] == [("tiny-p0-cpu", "trained"), ("tiny-p0.5-cpu", "trained")]
     for name, p in (("tiny-p0-cpu", 0.0), ("tiny-p0.5-cpu", 0.5)):
         m = json.loads((root / name / "metrics.json").read_text())
@@ -189,8 +191,8 @@ def test_local_sweep_trains_then_rerun_skips(tmp_path, fixtures_dir, monkeypatch
     out = capsys.readouterr().out
     assert "| tiny-p0-cpu | trained |" in out and "tiny-p0.5-cpu" in out
 
-    monkeypatch.setattr(sw, "train_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    rows = sw.main(args)
+    monkeypatch.setattr(runners, "train_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    rows = main(args)
     assert [r["status"] for r in rows] == ["skipped", "skipped"]
     assert "finished" in capsys.readouterr().err
 
@@ -208,20 +210,20 @@ def test_slurm_submission_through_train_sbatch(tmp_path, monkeypatch):
     done = root / "tiny-p0-cpu"
     done.mkdir(parents=True)
     (done / "metrics.json").write_text("{}")  # finished: not submitted
-    sw.main([str(path), "scale=cpu", "--slurm", "--max-parallel=3", "--sbatch-args=--partition=debug",
+    main([str(path), "scale=cpu", "--slurm", "--max-parallel=3", "--sbatch-args=--partition=debug",
              f"runs_root={root}"])
     argv = calls.read_text().splitlines()
     assert argv[0] == "sbatch" and "--array=0-0%3" in argv and "--partition=debug" in argv
-    assert "--ntasks-per-node=1" in argv and argv[-1] == str(sw.SBATCH_SCRIPT)
+    assert "--ntasks-per-node=1" in argv and argv[-1] == str(runners.SBATCH_SCRIPT)
     export = next(a for a in argv if a.startswith("--export=ALL,NRL_SWEEP="))
     lines_file = Path(export.split("NRL_SWEEP=")[1].split(",")[0])
     lines = [x for x in lines_file.read_text().splitlines() if not x.startswith("#")]
     assert len(lines) == 1 and "name=tiny-p0.5-cpu" in lines[0].split()
 
-    assert sw.SBATCH_SCRIPT.is_file(), f"{sw.SBATCH_SCRIPT} is missing: restore it from git"
+    assert runners.SBATCH_SCRIPT.is_file(), f"{runners.SBATCH_SCRIPT} is missing: restore it from git"
     calls.unlink()  # the array task itself: line 1 of the file through srun
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "NRL_SWEEP": str(lines_file), "NRL_PYTHON": "python3"}
-    proc = subprocess.run(["bash", str(sw.SBATCH_SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(runners.SBATCH_SCRIPT)], env=env, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     got = calls.read_text().splitlines()
     assert got[0] == "srun" and "nr_lightning.train" in got and "name=tiny-p0.5-cpu" in got

@@ -1,4 +1,4 @@
-"""Behaviour of the extension core (issue: model extension core), on tiny random decoders."""
+"""Behaviour of the extension core (docs/method.md), on toy random decoders (nr_lightning.testing)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import nr_lightning as nrl
 from nr_lightning.extension import ADAPTER_METHODS, METHODS, adapters, find_ffns
-from nr_lightning.testing import ARCHS, tiny_model
+from nr_lightning.testing import ARCHS, toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -20,15 +20,15 @@ def logits(model, ids=IDS):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", METHODS)
 def test_identity_at_init(arch, method):
-    ref = logits(tiny_model(arch))
-    model = nrl.extend(tiny_model(arch), method=method)
+    ref = logits(toy_model(arch))
+    model = nrl.extend(toy_model(arch), method=method)
     assert torch.equal(logits(model), ref), "extended model must equal the backbone bit for bit at step 0"
 
 
 @pytest.mark.parametrize("method", ["serial"])
 def test_identity_serial_placement(method):
-    ref = logits(tiny_model())
-    assert torch.equal(logits(nrl.extend(tiny_model(), method="neutral", placement=method)), ref)
+    ref = logits(toy_model())
+    assert torch.equal(logits(nrl.extend(toy_model(), method="neutral", placement=method)), ref)
 
 
 @pytest.mark.parametrize("method", ["lora", "adapters", "sigmoid", "neutral"])
@@ -38,7 +38,7 @@ def test_budget_within_one_percent(method, budget):
     # rounding alone exceeds 1% there, so LoRA is checked at 5% only on the real backbone's shape below.
     if method == "lora" and budget < 0.1:
         budget = 0.2
-    model = nrl.extend(tiny_model(hidden=512, ffn=1024, layers=2), method=method, budget=budget)
+    model = nrl.extend(toy_model(hidden=512, ffn=1024, layers=2), method=method, budget=budget)
     rep = nrl.parameter_report(model)
     assert abs(rep["budget"] - budget) / budget < 0.01, rep
     n_emb = 256 * 512 * (1 if model.get_base_model().config.tie_word_embeddings else 2) if method == "lora" else \
@@ -62,7 +62,7 @@ def test_budget_on_smollm2_shape():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_only_extension_trains_and_backbone_untouched(method):
-    model = nrl.extend(tiny_model(), method=method)
+    model = nrl.extend(toy_model(), method=method)
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -93,7 +93,7 @@ def _nonzero_adapters(model):
 
 
 def test_sparsity_loss_semantics():
-    model = nrl.extend(tiny_model(), method="neutral")
+    model = nrl.extend(toy_model(), method="neutral")
     _nonzero_adapters(model)
     model(input_ids=IDS)
     only_new = nrl.local_losses(model, torch.tensor([1, 1]))
@@ -109,7 +109,7 @@ def test_sparsity_loss_semantics():
 
 
 def test_gradients_flow_to_gate_and_adapter():
-    model = nrl.extend(tiny_model(), method="neutral")
+    model = nrl.extend(toy_model(), method="neutral")
     _nonzero_adapters(model)
     model(input_ids=IDS)
     losses = nrl.local_losses(model, torch.tensor([0, 1]))
@@ -121,7 +121,7 @@ def test_gradients_flow_to_gate_and_adapter():
 
 
 def test_gate_bce_uses_domain_labels():
-    model = nrl.extend(tiny_model(), method="sigmoid")
+    model = nrl.extend(toy_model(), method="sigmoid")
     model(input_ids=IDS)
     dom = torch.tensor([0, 1])
     bce = nrl.local_losses(model, dom)["gate_bce"]
@@ -136,7 +136,7 @@ def test_gate_bce_uses_domain_labels():
 
 @pytest.mark.parametrize("method", ["finetune", "lora", "adapters"])
 def test_local_losses_zero_without_gate_or_adapter(method):
-    model = nrl.extend(tiny_model(), method=method)
+    model = nrl.extend(toy_model(), method=method)
     model(input_ids=IDS)
     losses = nrl.local_losses(model, torch.tensor([0, 1]))
     assert losses["gate_bce"].item() == 0.0
@@ -146,13 +146,13 @@ def test_local_losses_zero_without_gate_or_adapter(method):
 
 def test_low_variance_init_variance():
     layers, d = 8, 1024
-    model = nrl.extend(tiny_model(hidden=d, ffn=64, layers=layers, vocab_size=32), method="neutral", width=512)
+    model = nrl.extend(toy_model(hidden=d, ffn=64, layers=layers, vocab_size=32), method="neutral", width=512)
     w = torch.cat([a.w_in.weight.flatten() for a in adapters(model)] + [a.w_gate.weight.flatten() for a in adapters(model)])
     assert abs(w.var().item() - 1 / (d * layers)) / (1 / (d * layers)) < 0.02
-    he = nrl.extend(tiny_model(hidden=d, ffn=64, layers=2, vocab_size=32), method="adapters", width=512)
+    he = nrl.extend(toy_model(hidden=d, ffn=64, layers=2, vocab_size=32), method="adapters", width=512)
     w = torch.cat([a.w_in.weight.flatten() for a in adapters(he)])
     assert abs(w.var().item() - 2 / d) / (2 / d) < 0.02
-    div = nrl.extend(tiny_model(hidden=d, ffn=64, layers=2, vocab_size=32), method="neutral", width=512, init_divisor=4)
+    div = nrl.extend(toy_model(hidden=d, ffn=64, layers=2, vocab_size=32), method="neutral", width=512, init_divisor=4)
     w = torch.cat([a.w_in.weight.flatten() for a in adapters(div)])
     assert abs(w.var().item() - 1 / (d * 4)) / (1 / (d * 4)) < 0.02
     assert all(a.w_out.weight.abs().sum() == 0 for a in adapters(model))
@@ -160,17 +160,17 @@ def test_low_variance_init_variance():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_save_load_roundtrip(tmp_path, method):
-    model = nrl.extend(tiny_model(), method=method)
+    model = nrl.extend(toy_model(), method=method)
     with torch.no_grad():  # make the extension non-trivial
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     expected = logits(model)
     nrl.save_extension(model, tmp_path / "ext")
-    loaded = nrl.load_extension(tiny_model(), tmp_path / "ext")
+    loaded = nrl.load_extension(toy_model(), tmp_path / "ext")
     assert torch.equal(logits(loaded), expected)
     size = (tmp_path / "ext" / "extension.safetensors").stat().st_size
-    backbone_bytes = sum(p.numel() * 4 for p in tiny_model().parameters())
+    backbone_bytes = sum(p.numel() * 4 for p in toy_model().parameters())
     if method == "finetune":
         assert size < 1.1 * backbone_bytes
     else:
@@ -179,11 +179,11 @@ def test_save_load_roundtrip(tmp_path, method):
 
 
 def test_load_into_wrong_backbone_fails(tmp_path):
-    nrl.save_extension(nrl.extend(tiny_model(), method="neutral"), tmp_path / "ext")
+    nrl.save_extension(nrl.extend(toy_model(), method="neutral"), tmp_path / "ext")
     with pytest.raises(ValueError, match="different backbone"):
-        nrl.load_extension(tiny_model(hidden=128), tmp_path / "ext")
+        nrl.load_extension(toy_model(hidden=128), tmp_path / "ext")
     with pytest.raises(FileNotFoundError, match="save_extension"):
-        nrl.load_extension(tiny_model(), tmp_path / "missing")
+        nrl.load_extension(toy_model(), tmp_path / "missing")
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -196,7 +196,7 @@ def test_load_into_wrong_backbone_fails(tmp_path):
 ])
 def test_bad_options_list_choices(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        nrl.extend(tiny_model(), **kwargs)
+        nrl.extend(toy_model(), **kwargs)
 
 
 def test_unsupported_architecture_named():
@@ -208,19 +208,19 @@ def test_unsupported_architecture_named():
 
 
 def test_extend_twice_refused():
-    model = nrl.extend(tiny_model(), method="neutral")
+    model = nrl.extend(toy_model(), method="neutral")
     with pytest.raises(ValueError, match="already extended"):
         nrl.extend(model, method="neutral")
 
 
 @pytest.mark.parametrize("arch, act", [("llama", "silu"), ("gemma", "gelu_pytorch_tanh"), ("gemma2", "gelu_pytorch_tanh")])
 def test_adapter_follows_backbone_activation(arch, act):
-    model = nrl.extend(tiny_model(arch), method="neutral")
+    model = nrl.extend(toy_model(arch), method="neutral")
     assert {a.activation for a in adapters(model)} == {act}
 
 
 def test_gate_spectra():
-    model = nrl.extend(tiny_model(layers=3), method="neutral")
+    model = nrl.extend(toy_model(layers=3), method="neutral")
     spec = nrl.gate_spectra(model)
     assert len(spec["backbone"]) == len(spec["adapter"]) == 3
     w = find_ffns(model)[0].module.gate_proj.weight
@@ -228,13 +228,13 @@ def test_gate_spectra():
     a = adapters(model)[0].w_gate.weight
     assert spec["adapter"][0].shape[0] == min(a.shape)
     assert torch.all(spec["adapter"][0][:-1] >= spec["adapter"][0][1:])
-    lora = nrl.extend(tiny_model(layers=3), method="lora")
+    lora = nrl.extend(toy_model(layers=3), method="lora")
     spec = nrl.gate_spectra(lora)
     assert len(spec["backbone"]) == 3 and spec["adapter"] == []
 
 
 @pytest.mark.parametrize("method", ADAPTER_METHODS)
 def test_generate_works(method):
-    model = nrl.extend(tiny_model(), method=method)
+    model = nrl.extend(toy_model(), method=method)
     out = model.generate(IDS[:1, :4], max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 7)

@@ -10,7 +10,7 @@ import torch
 import nr_lightning as nrl
 from nr_lightning.extension import adapters
 from nr_lightning.extension.adapter import ResidualAdapter
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -23,16 +23,16 @@ def _logits(model):
 @pytest.mark.parametrize("gate_init", ["he", "low_variance"])
 @pytest.mark.parametrize("method", ["sigmoid", "neutral"])
 def test_identity_at_init_for_both_gate_inits(method, gate_init):
-    ref = _logits(tiny_model())
-    model = nrl.extend(tiny_model(), method=method, gate_init=gate_init)
+    ref = _logits(toy_model())
+    model = nrl.extend(toy_model(), method=method, gate_init=gate_init)
     assert torch.equal(_logits(model), ref)
 
 
 def test_gate_init_changes_only_the_block_gate_weight():
     torch.manual_seed(3)
-    he = nrl.extend(tiny_model(), method="neutral", gate_init="he")
+    he = nrl.extend(toy_model(), method="neutral", gate_init="he")
     torch.manual_seed(3)
-    lv = nrl.extend(tiny_model(), method="neutral", gate_init="low_variance")
+    lv = nrl.extend(toy_model(), method="neutral", gate_init="low_variance")
     a, b = dict(he.named_parameters()), dict(lv.named_parameters())
     assert a.keys() == b.keys()
     differ = {k for k in a if not torch.equal(a[k], b[k])}
@@ -55,13 +55,13 @@ def test_gate_init_variances():
 
 
 def test_gate_init_round_trips_through_save_and_load(tmp_path):
-    model = nrl.extend(tiny_model(), method="neutral", gate_init="low_variance")
+    model = nrl.extend(toy_model(), method="neutral", gate_init="low_variance")
     nrl.save_extension(model, tmp_path / "ext")
-    again = nrl.load_extension(tiny_model(), tmp_path / "ext")
+    again = nrl.load_extension(toy_model(), tmp_path / "ext")
     assert again.nrl_config.gate_init == "low_variance"
     assert torch.equal(_logits(again), _logits(model))
 
 
 def test_bad_gate_init_lists_choices():
     with pytest.raises(ValueError, match="he, low_variance"):
-        nrl.extend(tiny_model(), method="neutral", gate_init="xavier")
+        nrl.extend(toy_model(), method="neutral", gate_init="xavier")

@@ -1,4 +1,4 @@
-"""Global batch solving, strategy construction and the meta-device dry-run plan."""
+"""Global batch solving, strategy construction and the meta-device dry-run memory plan."""
 
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ def test_global_batch_tokens_solves_accumulation():
     assert solve_accumulation(untouched) == 3
 
 
-def test_fsdp_strategy_defaults_wrap_decoder_layers(tiny_llama):
+def test_fsdp_strategy_defaults_wrap_decoder_layers(toy_llama):
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
     from nr_lightning import extend
 
-    model = extend(tiny_llama, method="neutral", budget=0.2)
+    model = extend(toy_llama, method="neutral", budget=0.2)
     cfg = compose(["trainer.strategy=fsdp", "trainer.activation_checkpointing=true", "trainer.accelerator=gpu"])
     s = build_strategy(cfg, model)
     assert isinstance(s, FSDPStrategy)
@@ -47,12 +47,12 @@ def test_fsdp_strategy_defaults_wrap_decoder_layers(tiny_llama):
     assert isinstance(ddp, DDPStrategy) and ddp._process_group_backend == "gloo"
 
 
-def test_deepspeed_without_the_package_is_a_config_error(tiny_llama, monkeypatch):
+def test_deepspeed_without_the_package_is_a_config_error(toy_llama, monkeypatch):
     from nr_lightning import extend
 
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # `import deepspeed` fails, installed or not
     with pytest.raises(ConfigError, match="needs the `deepspeed` package"):
-        build_strategy(compose(["trainer.strategy=deepspeed"]), extend(tiny_llama, method="neutral", budget=0.2))
+        build_strategy(compose(["trainer.strategy=deepspeed"]), extend(toy_llama, method="neutral", budget=0.2))
 
 
 @pytest.mark.parametrize("backbone, layers, vocab, nonemb", [

@@ -6,23 +6,23 @@ import numpy as np
 import pytest
 
 from nr_lightning.data import MixedLanguageDataModule
-from nr_lightning.data.datamodule import mixing_plan
+from nr_lightning.data.packing import mixing_decisions
 
 
-def test_uniform_plan_unchanged_by_weights_support():
-    """Without weights (or with equal weights) the plan is the original modulo rule, bit for bit."""
-    a = mixing_plan(3, 0.3, 2, 2, 0, 5000)
-    assert np.array_equal(a, mixing_plan(3, 0.3, 2, 2, 0, 5000, weights=np.ones(4)))
-    assert np.array_equal(a, mixing_plan(3, 0.3, 2, 2, 0, 5000, weights=np.full(4, 2.5)))
+def test_uniform_decisions_unchanged_by_weights_support():
+    """Without weights (or with equal weights) the decisions are the original modulo rule, bit for bit."""
+    a = mixing_decisions(3, 0.3, 2, 2, 0, 5000)
+    assert np.array_equal(a, mixing_decisions(3, 0.3, 2, 2, 0, 5000, weights=np.ones(4)))
+    assert np.array_equal(a, mixing_decisions(3, 0.3, 2, 2, 0, 5000, weights=np.full(4, 2.5)))
 
 
 def test_groups_balanced_and_weights_respected():
     n = 40_000
-    plan = mixing_plan(0, 0.2, 2, 2, 0, n)  # languages [fr, de | en, es]
-    freq = np.bincount(plan, minlength=4) / n
+    langs = mixing_decisions(0, 0.2, 2, 2, 0, n)  # languages [fr, de | en, es]
+    freq = np.bincount(langs, minlength=4) / n
     assert freq == pytest.approx([0.4, 0.4, 0.1, 0.1], abs=0.01)
-    plan = mixing_plan(0, 0.2, 2, 2, 0, n, weights=np.array([3.0, 1.0, 1.0, 1.0]))
-    freq = np.bincount(plan, minlength=4) / n
+    langs = mixing_decisions(0, 0.2, 2, 2, 0, n, weights=np.array([3.0, 1.0, 1.0, 1.0]))
+    freq = np.bincount(langs, minlength=4) / n
     assert freq == pytest.approx([0.6, 0.2, 0.1, 0.1], abs=0.01)
 
 

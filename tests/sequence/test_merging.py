@@ -8,7 +8,7 @@ import torch
 from nr_lightning import extend, save_extension
 from nr_lightning.extension.merging import merge_stages, merge_task_tensors
 from nr_lightning.extension.stack import stage_adapters
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 T1 = torch.tensor([1.0, -2.0, 3.0, -0.5])
 T2 = torch.tensor([-1.5, 1.0, 2.0, 0.2])
@@ -56,7 +56,7 @@ def test_dare_ties_and_bad_method():
 
 
 def _trained_lora(seed: int):
-    backbone = tiny_model()  # reseeds to 0: seed after it, or every "stage" is the same LoRA
+    backbone = toy_model()  # reseeds to 0: seed after it, or every "stage" is the same LoRA
     torch.manual_seed(seed)
     model = extend(backbone, "lora", rank=2)
     with torch.no_grad():
@@ -73,9 +73,9 @@ def test_lora_linear_merge_matches_peft_merge(tmp_path):
     for i, m in enumerate(models):
         save_extension(m, tmp_path / f"s{i}")
     # unequal weights: a merge that swaps, drops or duplicates a stage gives other weights
-    merged = merge_stages(tiny_model(), [tmp_path / "s0", tmp_path / "s1"], "linear", weights=[1.0, 0.5])
+    merged = merge_stages(toy_model(), [tmp_path / "s0", tmp_path / "s1"], "linear", weights=[1.0, 0.5])
     # reference: PEFT merges each LoRA into the base weights; the second one's delta is weighted 0.5
-    base = dict(tiny_model().named_parameters())
+    base = dict(toy_model().named_parameters())
     ref = models[0].merge_and_unload()
     delta = {n: p - base[n] for n, p in models[1].merge_and_unload().named_parameters()}
     for n, p in ref.named_parameters():
@@ -86,7 +86,7 @@ def test_lora_linear_merge_matches_peft_merge(tmp_path):
 
 def test_adapter_merges(tmp_path):
     for i in range(2):
-        backbone = tiny_model()  # reseeds to 0: seed after it, or both stages are the same adapter
+        backbone = toy_model()  # reseeds to 0: seed after it, or both stages are the same adapter
         torch.manual_seed(i)
         m = extend(backbone, "neutral", budget=0.1)
         with torch.no_grad():
@@ -95,7 +95,7 @@ def test_adapter_merges(tmp_path):
                     a.w_out.weight.normal_(0, 0.1)
         save_extension(m, tmp_path / f"s{i}")
     paths = [tmp_path / "s0", tmp_path / "s1"]
-    linear = merge_stages(tiny_model(), paths, "linear", weights=[0.5, 2.0])
+    linear = merge_stages(toy_model(), paths, "linear", weights=[0.5, 2.0])
     layer = linear.model.layers[0].mlp
     from safetensors.torch import load_file
 
@@ -106,8 +106,8 @@ def test_adapter_merges(tmp_path):
     first, second = stage_adapters(layer)
     assert torch.equal(first.w_out.weight, 0.5 * w0)
     assert torch.equal(second.w_out.weight, 2.0 * w1)
-    dare = merge_stages(tiny_model(), paths, "dare", density=0.5, seed=0)
+    dare = merge_stages(toy_model(), paths, "dare", density=0.5, seed=0)
     w = dare.model.layers[0].mlp.nrl_stages[0].w_out.weight
     assert 0 < (w == 0).float().mean() < 1
     with pytest.raises(ValueError, match="not meaningful for adapters"):
-        merge_stages(tiny_model(), paths, "ties")
+        merge_stages(toy_model(), paths, "ties")

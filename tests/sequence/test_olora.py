@@ -28,8 +28,8 @@ def test_penalty_zero_for_orthogonal_subspaces():
     assert olora_penalty({"m": a_new}, [{"m": a_new}]).item() > 1.0
 
 
-def test_penalty_on_peft_model_has_gradients(tiny_llama):
-    model = extend(tiny_llama, "lora", rank=2)
+def test_penalty_on_peft_model_has_gradients(toy_llama):
+    model = extend(toy_llama, "lora", rank=2)
     a = lora_a_matrices(model)
     assert len(a) == 2 * 3 and all(k.startswith("model.layers.") and k.endswith("_proj") for k in a)
     prev = {k: torch.randn_like(v) for k, v in a.items()}
@@ -41,11 +41,11 @@ def test_penalty_on_peft_model_has_gradients(tiny_llama):
     assert module_key(next(iter(saved))) == "model.layers.0.mlp.up_proj"
 
 
-def test_extension_module_adds_extra_loss(tiny_llama):
+def test_extension_module_adds_extra_loss(toy_llama):
     from nr_lightning.config import compose
     from nr_lightning.training.module import ExtensionModule
 
-    model = extend(tiny_llama, "lora", rank=2)
+    model = extend(toy_llama, "lora", rank=2)
     model.nrl_extra_loss = lambda m: {"olora": torch.tensor(3.0)}
     module = ExtensionModule(model, compose(["method=lora", "backbone=tiny"]))
     module.log = lambda *a, **k: None  # no trainer attached

@@ -16,7 +16,7 @@ from nr_lightning.extension import (
     scale_stages,
 )
 from nr_lightning.extension.api import backbone_non_embedding
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -42,7 +42,7 @@ def _logits(model) -> torch.Tensor:
 
 @pytest.mark.parametrize("method", ["neutral", "adapters"])
 def test_new_zero_initialised_stage_equals_previous_model_exactly(method):
-    model = extend(tiny_model(), method, budget=0.1)
+    model = extend(toy_model(), method, budget=0.1)
     _train(model)
     before = _logits(model)
     add_stage(model)
@@ -57,7 +57,7 @@ def test_new_zero_initialised_stage_equals_previous_model_exactly(method):
 
 
 def test_training_a_stage_keeps_earlier_stages_and_backbone_bit_identical():
-    model = extend(tiny_model(), "neutral", budget=0.1)
+    model = extend(toy_model(), "neutral", budget=0.1)
     _train(model)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
     add_stage(model)
@@ -72,7 +72,7 @@ def test_training_a_stage_keeps_earlier_stages_and_backbone_bit_identical():
 
 
 def test_single_stage_tools_act_on_the_newest_stage():
-    model = extend(tiny_model(), "neutral", budget=0.1)
+    model = extend(toy_model(), "neutral", budget=0.1)
     n_nonemb = backbone_non_embedding(model)
     report = parameter_report(model)
     _train(model)
@@ -87,39 +87,39 @@ def test_single_stage_tools_act_on_the_newest_stage():
     losses = local_losses(model, torch.zeros(2))
     assert losses["sparsity"].item() == 0.0  # the zero-initialised newest stage, not stage 0
     assert losses["gate_bce"].requires_grad
-    single_names = {n for n, _ in extend(tiny_model(), "neutral", budget=0.1).named_parameters()}
+    single_names = {n for n, _ in extend(toy_model(), "neutral", budget=0.1).named_parameters()}
     assert any(".nrl_adapter." in n for n in single_names) and not any("nrl_stages" in n for n in single_names)
 
 
 def test_save_stages_and_load_roundtrip(tmp_path):
-    model = extend(tiny_model(), "sigmoid", budget=0.1)
+    model = extend(toy_model(), "sigmoid", budget=0.1)
     _train(model)
     save_extension(model, tmp_path / "first")
     add_stage(model, budget=0.05)
     _train(model)
     save_stages(model, tmp_path / "stack")
     assert (tmp_path / "stack" / "sequence.json").is_file() and (tmp_path / "stack" / "stage_1").is_dir()
-    loaded = load_stack(tiny_model(), tmp_path / "stack")
+    loaded = load_stack(toy_model(), tmp_path / "stack")
     assert torch.equal(_logits(loaded.eval()), _logits(model))
     assert n_stages(loaded) == 2 and loaded.nrl_config.width == model.nrl_config.width
     # stage 0's folder is a plain single-stage extension, loadable on its own
-    first = load_stages(tiny_model(), [tmp_path / "stack" / "stage_0"])
-    ref = load_stages(tiny_model(), [tmp_path / "first"])
+    first = load_stages(toy_model(), [tmp_path / "stack" / "stage_0"])
+    ref = load_stages(toy_model(), [tmp_path / "first"])
     assert torch.equal(_logits(first.eval()), _logits(ref.eval()))
 
 
 def test_add_stage_refuses_lora():
     with pytest.raises(ValueError, match="adapter method"):
-        add_stage(extend(tiny_model(), "lora", rank=2))
+        add_stage(extend(toy_model(), "lora", rank=2))
 
 
 def test_zero_router_is_the_average_of_stages(tmp_path):
-    model = extend(tiny_model(), "neutral", budget=0.1)
+    model = extend(toy_model(), "neutral", budget=0.1)
     _train(model)
     add_stage(model)
     _train(model)
     save_stages(model, tmp_path)
-    averaged = _logits(scale_stages(load_stack(tiny_model(), tmp_path), [0.5, 0.5]))
+    averaged = _logits(scale_stages(load_stack(toy_model(), tmp_path), [0.5, 0.5]))
     add_router(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".nrl_router." in n for n in trainable)

@@ -8,7 +8,7 @@ import torch
 import nr_lightning as nrl
 from nr_lightning.config import compose
 from nr_lightning.evaluation.scoring import hidden_and_head
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 from nr_lightning.training.loss import causal_lm_loss, linear_cross_entropy
 from nr_lightning.training.module import ExtensionModule
 
@@ -20,7 +20,7 @@ def _grads(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "qwen2"])
 @pytest.mark.parametrize("method", ["neutral", "lora", "finetune"])
 def test_fused_loss_equals_hf_loss_and_grads(arch, method):
-    model = nrl.extend(tiny_model(arch), method=method, budget=0.2)
+    model = nrl.extend(toy_model(arch), method=method, budget=0.2)
     with torch.no_grad():  # non-zero adapter / LoRA outputs so their gradients are not trivially tied
         for n, p in model.named_parameters():
             if "w_out" in n or "lora_B" in n:
@@ -64,9 +64,9 @@ def test_module_uses_fused_loss_and_option_turns_it_off():
     values = {}
     for flag in ("true", "false"):
         cfg = compose(["method=neutral", f"trainer.fused_loss={flag}"])
-        module = ExtensionModule(nrl.extend(tiny_model("llama"), method="neutral", budget=0.2), cfg)
+        module = ExtensionModule(nrl.extend(toy_model("llama"), method="neutral", budget=0.2), cfg)
         assert (module._fused is not None) == (flag == "true")
         values[flag] = module.compute_loss(batch)[0].item()
     assert values["true"] == pytest.approx(values["false"], rel=1e-6)
     fsdp = compose(["method=neutral", "trainer.strategy=fsdp"])
-    assert ExtensionModule(nrl.extend(tiny_model("llama"), method="neutral"), fsdp)._fused is None
+    assert ExtensionModule(nrl.extend(toy_model("llama"), method="neutral"), fsdp)._fused is None

@@ -59,10 +59,10 @@ def test_english_base_keeps_the_best_evaluation_and_stops_when_flat(tmp_path):
     from types import SimpleNamespace
 
     from nr_lightning.english_base import KeepBest
-    from nr_lightning.testing import tiny_model
+    from nr_lightning.testing import toy_model
 
     curves = SimpleNamespace(history=[])
-    model = tiny_model()
+    model = toy_model()
     trainer = SimpleNamespace(is_global_zero=True, should_stop=False)
     module = SimpleNamespace(model=model)
     keep = KeepBest(curves, tmp_path / "best", patience=2, min_delta=0.01)

@@ -6,18 +6,18 @@ import pytest
 import torch
 
 from nr_lightning import extend
-from nr_lightning.testing import tiny_model
+from nr_lightning.testing import toy_model
 from nr_lightning.training.throughput import mfu, peak_flops, train_flops_per_token
 
 
 def test_flops_per_token_counts_frozen_and_trained_matmuls():
-    model = tiny_model("llama")  # 2 layers, d=64, ffn=128, vocab 256, untied head
+    model = toy_model("llama")  # 2 layers, d=64, ffn=128, vocab 256, untied head
     n_backbone = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     attn = 4 * 32 * 64 * 2
     extend(model, method="adapters", width=8)
     n_adapter = 2 * 3 * 64 * 8
     assert train_flops_per_token(model, 32) == 4 * (n_backbone + n_adapter) + 2 * n_adapter + 3 * attn
-    finetune = tiny_model("llama")
+    finetune = toy_model("llama")
     extend(finetune, method="finetune")
     assert train_flops_per_token(finetune, 32) == 6 * n_backbone + 3 * attn
 

@@ -135,13 +135,13 @@ def test_every_method_trains(tmp_path, fixtures_dir, method):
 
 def test_optimizer_lr_is_method_lr_times_multiplier():
     from nr_lightning import extend
-    from nr_lightning.testing import tiny_model
+    from nr_lightning.testing import toy_model
     from nr_lightning.training.module import ExtensionModule
 
     for args, expected in ((["method=lora"], 5e-4), (["method=neutral", "trainer=paper"], 2e-4),
                            (["method=adapters", "optim.lr_multiplier=1", "method.lr=3e-4"], 3e-4)):
         cfg = compose(args)
-        module = ExtensionModule(extend(tiny_model(), method=cfg.method.name), cfg)
+        module = ExtensionModule(extend(toy_model(), method=cfg.method.name), cfg)
         opt = module.configure_optimizers()["optimizer"]
         assert opt.defaults["lr"] == pytest.approx(expected)
         trainable = {id(p) for p in module.model.parameters() if p.requires_grad}

@@ -1,0 +1,210 @@
+"""Running an expanded sweep: one run after another on this machine (finished runs skipped, unfinished
+ones resumed), then evaluation and the report; or every unfinished run as one SLURM job array through
+experiments/slurm/train.sbatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..config import EXPERIMENTS, REPO
+from .spec import Run, Sweep, SweepError
+
+SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher; reads line i+1 of $NRL_SWEEP
+
+
+# -------------------------------------------------------------------------------------------------- local
+def _final_bpb(run: Run) -> dict:
+    try:
+        return json.loads((run.run_dir / "metrics.json").read_text()).get("final_bpb") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def log(msg: str) -> None:
+    print(f"[sweep] {msg}", file=sys.stderr, flush=True)
+
+
+def train_one(args: list[str], in_process: bool) -> None:
+    """One training run; raises on failure."""
+    if in_process:
+        from ..training.train import main as train_main
+
+        train_main(args)
+        return
+    proc = subprocess.run([sys.executable, "-m", "nr_lightning.train", *args], cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nr_lightning.train exited with status {proc.returncode}")
+
+
+def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False) -> list[dict]:
+    """Train every unfinished run in order; returns one summary row per run."""
+    rows = []
+    for i, run in enumerate(runs, 1):
+        state = run.state()
+        row: dict[str, Any] = {"run": run.name, "status": state, "seconds": 0.0}
+        if state == "done":
+            log(f"{i}/{len(runs)} {run.name}: finished ({run.run_dir / 'metrics.json'} exists), skipped")
+            row["status"] = "skipped"
+        else:
+            args = run.train_args()
+            log(f"{i}/{len(runs)} {run.name}: {'resuming' if state == 'resume' else 'training'}: "
+                f"python -m nr_lightning.train {shlex.join(args)}")
+            t0 = time.perf_counter()
+            try:
+                train_one(args, in_process)
+                row["status"] = "resumed" if state == "resume" else "trained"
+            except (Exception, SystemExit) as e:  # one failed run must not stop the sweep
+                row["status"] = "FAILED"
+                row["error"] = f"{type(e).__name__}: {e}"
+                log(f"{run.name} failed: {row['error']}")
+                if in_process:
+                    traceback.print_exc()
+                if fail_fast:
+                    rows.append(row)
+                    break
+            row["seconds"] = time.perf_counter() - t0
+        bpb = _final_bpb(run)
+        row["bpb_en"] = bpb.get("en")
+        row["bpb_target"] = bpb.get(run.cfg.lang)
+        rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown table of a local sweep."""
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| run | status | time (s) | bpb en | bpb target |", "|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['status']} | {r['seconds']:.0f} | {f(r.get('bpb_en'))} | {f(r.get('bpb_target'))} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def evaluate_runs(runs: list[Run], eval_args: list[str], in_process: bool) -> None:
+    """`nr_lightning.evaluate` on every finished run without an up-to-date eval.json, and on each bare backbone."""
+    done = [r for r in runs if r.state() == "done"]
+    jobs: list[tuple[str, list[str], Path]] = []
+    for r in done:
+        ev = r.run_dir / "eval.json"
+        if ev.is_file() and ev.stat().st_mtime >= (r.run_dir / "metrics.json").stat().st_mtime:
+            log(f"{r.name}: eval.json is up to date, skipped")
+            continue
+        jobs.append((r.name, [f"run={r.run_dir}", *eval_args], ev))
+    seen = set()
+    for r in done:  # the reference star of the report: the untouched backbone, once per backbone and language
+        key = (r.cfg.backbone.name, r.cfg.lang)
+        if key in seen:
+            continue
+        seen.add(key)
+        label = re.sub(r"[^A-Za-z0-9._-]+", "_", r.cfg.backbone.name)
+        out = r.run_dir.parent / f"backbone-{label}-{r.cfg.lang}" / "eval.json"
+        if out.is_file():
+            continue
+        d = r.cfg.data
+        data = [f"data.{k}={v}" for k, v in (("new.heldout", d.new.heldout), ("en.heldout", d.en.heldout),
+                                              ("heldout_en", d.heldout_en), ("corpora_dir", d.corpora_dir)) if v]
+        jobs.append((f"backbone {r.cfg.backbone.name} ({r.cfg.lang})",
+                     [f"backbone={r.cfg.backbone.name}", f"langs=[en,{r.cfg.lang}]", f"out={out}", *data,
+                      *eval_args], out))
+    for label, args, _ in jobs:
+        log(f"evaluate {label}: python -m nr_lightning.evaluate {shlex.join(args)}")
+        try:
+            if in_process:
+                from ..evaluation.evaluate import main as eval_main
+
+                eval_main(args)
+            else:
+                rc = subprocess.run([sys.executable, "-m", "nr_lightning.evaluate", *args], cwd=REPO).returncode
+                if rc:
+                    raise RuntimeError(f"nr_lightning.evaluate exited with status {rc}")
+        except (Exception, SystemExit) as e:
+            log(f"evaluate {label} failed: {type(e).__name__}: {e}")
+
+
+def report(runs: list[Run], out: Path) -> None:
+    """nr_lightning.report over the sweep's finished runs (+ backbone references) into `out`."""
+    from ..evaluation.report import main as report_main
+
+    dirs = {r.run_dir for r in runs if r.state() == "done"}
+    if not dirs:
+        log("no finished run: no report")
+        return
+    refs = {p.parent for r in runs for p in r.run_dir.parent.glob(f"backbone-*-{r.cfg.lang}/eval.json")}
+    report_main([*map(str, sorted(dirs | refs)), "--out", str(out)])
+
+
+# -------------------------------------------------------------------------------------------------- slurm
+def slurm_resources(runs: list[Run]) -> list[str]:
+    """sbatch options (nodes, tasks, GPUs per node) shared by every run of the array."""
+    shapes = set()
+    for r in runs:
+        t = r.cfg.trainer
+        gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and t.devices not in (None, "auto"))
+        n = int(t.devices) if isinstance(t.devices, int) or str(t.devices).isdigit() else 1
+        shapes.add((t.num_nodes, n if gpu else 1, n if gpu else 0))
+    if len(shapes) > 1:
+        raise SweepError(f"the runs need different SLURM shapes {sorted(shapes)} (nodes, tasks, GPUs per node): "
+                         f"one job array needs one shape; launch subsets with --only")
+    nodes, tasks, gpus = shapes.pop()
+    opts = [f"--nodes={nodes}", f"--ntasks-per-node={tasks}"]
+    return opts + ([f"--gpus-per-node={gpus}"] if gpus else [])
+
+
+def submit_slurm(sweep: Sweep, scale: str, runs: list[Run], script: Path, sbatch_args: list[str],
+                 max_parallel: int | None, dry_run: bool) -> list[str] | None:
+    """Write one line of overrides per unfinished run and submit them as one `sbatch --array` job.
+
+    Contract of experiments/slurm/train.sbatch: array task i trains line i+1 of $NRL_SWEEP (comments and blank
+    lines skipped, whitespace-split) and appends trainer.devices/num_nodes/accelerator and ckpt_path=last, so
+    a requeued or resubmitted task resumes from its last checkpoint and a fresh one starts from scratch.
+    """
+    todo = [r for r in runs if r.state() != "done"]
+    for r in runs:
+        if r.state() == "done":
+            log(f"{r.name}: finished, not submitted")
+    if not todo:
+        log("every run is finished: nothing to submit")
+        return None
+    for r in todo:
+        bad = [o for o in r.overrides if o != o.strip() or any(c.isspace() for c in o)]
+        if bad:
+            raise SweepError(f"{r.name}: overrides with whitespace cannot go through the array file: {bad}")
+    root = todo[0].run_dir.parent / "_sweeps"
+    lines_file = root / f"{sweep.stem}-{scale}-{time.strftime('%Y%m%d-%H%M%S')}.overrides"
+    header = f"# {sweep.path.name} scale={scale}: {len(todo)} run(s), array task i = line i+1 (comments skipped)"
+    lines = [" ".join(r.overrides) for r in todo]
+    array = f"0-{len(todo) - 1}" + (f"%{max_parallel}" if max_parallel else "")
+    cmd = ["sbatch", f"--array={array}", f"--job-name=nrl-{sweep.stem}-{scale}",
+           f"--export=ALL,NRL_SWEEP={lines_file},NRL_PYTHON={sys.executable}",
+           f"--output={root / 'logs' / '%x_%A_%a.out'}", *slurm_resources(todo), *sbatch_args, str(script)]
+    if dry_run:
+        print(f"# {lines_file} (not written: --dry-run)")
+        print("\n".join(lines))
+        print("# " + shlex.join(cmd))
+        return cmd
+    if not script.is_file():
+        raise SweepError(f"{script} not found: the array script (experiments/slurm/train.sbatch) is needed")
+    if shutil.which("sbatch") is None:
+        raise SweepError("sbatch not found on PATH: --slurm needs a SLURM login node (or run locally without it)")
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    lines_file.write_text(header + "\n" + "\n".join(lines) + "\n")
+    log(f"{len(todo)} array task(s), overrides in {lines_file}")
+    log(shlex.join(cmd))
+    proc = subprocess.run(cmd, env={**os.environ, "NRL_SWEEP": str(lines_file)}, cwd=REPO, capture_output=True,
+                          text=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode:
+        raise SweepError(f"sbatch failed (status {proc.returncode}): {proc.stderr.strip()}")
+    return cmd
