@@ -263,5 +263,7 @@ def expand(sweep: Sweep, scale: str, extra: list[str] | None = None, only: str |
                          + "\n".join(errors))
     out = list(runs.values())
     if only:
-        out = [r for r in out if any(fnmatch.fnmatch(r.name, pat) for pat in only.split(","))]
+        # a pattern may name the run as the sweep file does (repro-lora) or as its directory is (repro-lora-cpu)
+        out = [r for r in out if any(fnmatch.fnmatch(r.name, pat) or fnmatch.fnmatch(r.name.removesuffix(f"-{scale}"), pat)
+                                     for pat in only.split(","))]
     return out

@@ -228,3 +228,12 @@ def test_slurm_submission_through_train_sbatch(tmp_path, monkeypatch):
     got = calls.read_text().splitlines()
     assert got[0] == "srun" and "nr_lightning.train" in got and "name=tiny-p0.5-cpu" in got
     assert set(lines[0].split()) <= set(got) and "ckpt_path=last" in got
+
+
+def test_only_matches_the_sweep_files_names_and_the_run_directories():
+    from nr_lightning.sweeps.spec import expand, load_sweep
+
+    sweep = load_sweep("repro_french")
+    for pattern in ("repro-lora", "repro-lora-cpu"):
+        assert [r.name for r in expand(sweep, "cpu", only=pattern)] == ["repro-lora-cpu"]
+    assert [r.name for r in expand(sweep, "cpu", only="repro-lora*")] == ["repro-lora-cpu", "repro-lora-seed1-cpu"]
