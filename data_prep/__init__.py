@@ -1,4 +1,4 @@
-"""CommonCrawl → training shards (SPEC §4) on HF datatrove.
+"""CommonCrawl → training shards (the paper's data pipeline, docs/data_prep.md) on HF datatrove.
 
 Steps: WARC/WET/JSONL reading → Resiliparse HTML→text → fastText language ID → exact
 paragraph dedup across the whole run → fastText quality filter → sharded jsonl.gz/parquet.

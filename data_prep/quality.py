@@ -1,4 +1,4 @@
-"""Train the fastText quality classifier (SPEC §4): high-quality text vs random web pages.
+"""Train the fastText quality classifier (the paper's data pipeline, docs/data_prep.md): high-quality text vs random web pages.
 
 ``python -m data_prep.quality train positives=<jsonl/txt> negatives=<WARC/WET/jsonl/txt> out=model.bin``
 
