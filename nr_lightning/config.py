@@ -152,15 +152,19 @@ def group_choices(group: str) -> list[str]:
     return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")) if folder.is_dir() else []
 
 
-def _load_group(group: str, choice: str) -> DictConfig:
+def _group_file(group: str, choice: str) -> Path:
     path = EXPERIMENTS / group / f"{choice}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown {group} {choice!r}; valid choices: {', '.join(group_choices(group))} "
                           f"(files in {EXPERIMENTS / group})")
-    node = OmegaConf.load(path)
+    return path
+
+
+def _load_group(group: str, choice: str) -> DictConfig:
+    node = OmegaConf.load(_group_file(group, choice))
     defaults = node.pop("defaults", None) if isinstance(node, DictConfig) else None
     merged = OmegaConf.create()
-    for item in defaults or []:  # an experiment can pull in group choices: defaults: [{method: neutral}]
+    for item in defaults or []:  # a group file can pull in other groups' files: defaults: [{method: neutral}]
         for g, c in dict(item).items():
             merged = OmegaConf.merge(merged, _load_group(g, c))
     return OmegaConf.merge(merged, node)
@@ -168,10 +172,7 @@ def _load_group(group: str, choice: str) -> DictConfig:
 
 def _load_experiment(choice: str) -> tuple[DictConfig, dict[str, str]]:
     """An experiments/experiment/<choice>.yaml file: (its own keys, the group choices of its `defaults:`)."""
-    path = EXPERIMENTS / "experiment" / f"{choice}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown experiment {choice!r}; valid choices: {', '.join(group_choices('experiment'))} "
-                          f"(files in {EXPERIMENTS / 'experiment'})")
+    path = _group_file("experiment", choice)
     node = OmegaConf.load(path)
     picked: dict[str, str] = {}
     for item in node.pop("defaults", None) or []:

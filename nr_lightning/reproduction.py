@@ -93,26 +93,28 @@ def table(rows: list[dict], base: dict | None) -> str:
     for b in [base, *(r.get("base") for r in rows)]:
         if b and b.get("bpb") and all(b["bpb"] != o["bpb"] for o in bases):
             bases.append(b)
-    names = {id(b): "English base" + (f" {chr(65 + i)}" if len(bases) > 1 else "") +
-             (f" ({b['label']})" if b.get("label") else "") for i, b in enumerate(bases)}
+    many = len(bases) > 1
+
+    def letter(b: dict) -> str:
+        return chr(65 + bases.index(b))
 
     def which(b: dict | None) -> dict | None:
         return next((o for o in bases if b and o["bpb"] == b.get("bpb")), None)
 
-    many = len(bases) > 1
     lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | train min "
              "| numbers from |" + (" base |" if many else ""), "|---|---|---|---|---|---|---|---|---|" + ("---|" if many else "")]
     for b in bases:
         en, new, bt = b["bpb"].get("en"), b["bpb"].get("fr"), b.get("tasks") or {}
-        lines.append(f"| {names[id(b)]} | {en:.4f} | {new:.4f} | {en + new:.4f} | {_acc(bt.get(TASKS[0]))} | "
-                     f"{_acc(bt.get(TASKS[1]))} | 0 | – | eval.json |" + (f" {chr(65 + bases.index(b))} |" if many else ""))
+        name = "English base" + (f" {letter(b)}" if many else "") + (f" ({b['label']})" if b.get("label") else "")
+        lines.append(f"| {name} | {en:.4f} | {new:.4f} | {en + new:.4f} | {_acc(bt.get(TASKS[0]))} | "
+                     f"{_acc(bt.get(TASKS[1]))} | 0 | – | eval.json |" + (f" {letter(b)} |" if many else ""))
     for r in rows:
         tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" if t in r["tasks"] else "–" for t in TASKS]
         b = which(r.get("base")) or which(base)
         from_eval = b is not None and r["source"].startswith("eval")
         ref_en = b["bpb"].get("en") if from_eval else r["start"]["en"]
         ref_new = b["bpb"].get("fr") if from_eval else r["start"]["new"]
-        tag = "–" if b is None else chr(65 + bases.index(b))
+        tag = "–" if b is None else letter(b)
         lines.append(f"| {_label(r)} | {r['en']:.4f} ({_d(r['en'], ref_en)}) | {r['new']:.4f} ({_d(r['new'], ref_new)}) "
                      f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | "
                      f"{'–' if r['train_minutes'] is None else round(r['train_minutes'])} | {r['source']} |"
