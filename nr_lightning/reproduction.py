@@ -29,13 +29,27 @@ def _load(path: Path) -> dict | list | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def load_eval(path: Path) -> dict | None:
+    """An ``eval.json``, with the downstream tasks of its companion ``<stem>_tasks.json`` merged in.
+
+    The companion is a downstream-only evaluation (``python -m nr_lightning.evaluate ... max_docs=0
+    out=<run>/eval_tasks.json``), so accuracies can be added later without recomputing, or overwriting, the
+    full-set bpb. ``base_eval.json`` pairs with ``base_eval_tasks.json`` the same way.
+    """
+    ev = _load(path)
+    extra = _load(path.with_name(f"{path.stem}_tasks.json"))
+    if ev is None or not extra:
+        return ev
+    return {**ev, "tasks": {**(ev.get("tasks") or {}), **(extra.get("tasks") or {})}}
+
+
 def collect(run: Path) -> dict | None:
     """One run's numbers, or None when it has not finished."""
     metrics, curves = _load(run / "metrics.json"), _load(run / "curves.json")
     if not metrics or not curves:
         return None
     cfg = metrics.get("config") or {}
-    ev = _load(run / "eval.json") or {}
+    ev = load_eval(run / "eval.json") or {}
     lang = cfg.get("lang", "fr")
     final = ev.get("bpb") or {}
     source = "eval.json (all documents)" if final else f"curves.json ({cfg.get('eval', {}).get('max_docs')} docs)"
@@ -50,7 +64,7 @@ def collect(run: Path) -> dict | None:
             tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
                         "n": r["n"]}
     gates = _load(run / "gates.json") or []
-    own_base = _load(run / "base_eval.json")
+    own_base = load_eval(run / "base_eval.json")
     wall = None
     if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
         times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text().splitlines() if line.strip()]
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--base-meta", type=Path, help="nrl_base.json of the English base: its build curve is drawn too")
     a = ap.parse_args(argv)
     rows = [r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r]
-    base = _load(a.base) if a.base else None
+    base = load_eval(a.base) if a.base else None
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "table.md").write_text(table(rows, base))
     (a.out / "gates.md").write_text(gates_table(rows))

@@ -5,7 +5,8 @@
 
 Writes one JSON with every number plus the run's config (default: <run>/eval.json) and prints a table.
 `tasks` defaults to every registered task in English and the run's languages that has a local fixture;
-`tasks=[]` skips downstream tasks.
+`tasks=[]` skips downstream tasks; `max_docs=0` skips the bpb pass (a downstream-only evaluation, written with
+`out=<run>/eval_tasks.json` beside a full `eval.json`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class EvalRun:
     langs: list[str] | None = None  # held-out sets to score; default: the run's languages (+ en forgetting set)
     tasks: list[str] | None = None  # task names (nr_lightning.evaluation.TASKS) or JSONL paths
     limit: int | None = None  # items per task (quick checks)
-    max_docs: int | None = 200  # held-out documents per language
+    max_docs: int | None = 200  # held-out documents per language (None: all; 0: no bpb pass, downstream only)
     max_length: int = 1024  # context window for bpb (sliding window stride = max_length)
     batch_size: int = 8
     shots: int | None = None  # override every task's default shots
@@ -130,7 +131,7 @@ def evaluate(ev: EvalRun) -> dict:
         data_cfg.retain = ["en"]
     dm = MixedLanguageDataModule(data_cfg, None)
     for name, spec in dm.heldout_sources().items():  # missing held-out files fail before the model loads
-        if not name.endswith("_indomain"):
+        if not name.endswith("_indomain") and ev.max_docs != 0:
             open_source(spec).files()
     model, tok, run_cfg = load_model(ev)
     dm = MixedLanguageDataModule(data_cfg, tok)
@@ -139,7 +140,7 @@ def evaluate(ev: EvalRun) -> dict:
                     "eval_args": OmegaConf.to_container(OmegaConf.structured(ev)), "bpb": {}, "tasks": {},
                     "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     for name in dm.heldout_sources():
-        if name.endswith("_indomain"):
+        if name.endswith("_indomain") or ev.max_docs == 0:
             continue
         texts = dm.heldout_texts(name, max_docs=ev.max_docs)
         t0 = time.perf_counter()

@@ -44,6 +44,17 @@ def test_evaluate_run_writes_json(two_runs):
     assert torch.is_grad_enabled()  # evaluating must not switch autograd off for the caller's next training
 
 
+def test_max_docs_zero_is_a_downstream_only_evaluation(two_runs):
+    from nr_lightning.evaluation.evaluate import main
+
+    run = two_runs / "lora-fr"
+    out = run / "eval_tasks.json"
+    result = main([f"run={run}", "tasks=[arc_easy_fr]", "limit=2", "max_docs=0", "baseline=false", f"out={out}"])
+    saved = json.loads(out.read_text())
+    assert result["bpb"] == {} and saved["bpb"] == {} and saved["tasks"]["arc_easy_fr"]["n"] == 2
+    assert not (run / "eval.json").exists()  # a full eval.json beside it would be left alone
+
+
 def test_evaluate_needs_run_or_backbone():
     from nr_lightning.evaluation.evaluate import main
 

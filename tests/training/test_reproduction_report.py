@@ -58,3 +58,20 @@ def test_each_run_is_compared_with_the_base_it_started_from(tmp_path):
     assert "| English base A (Intel AMX) | 0.9590 |" in md and "| English base B (AMD EPYC) | 0.9610 |" in md
     assert "1.0600 (+0.101)" in md and "| eval.json (all documents) | A |" in md
     assert "0.9700 (+0.009)" in md and "1.3500 (-0.378)" in md and md.rstrip().endswith("| B |")
+
+
+def test_downstream_only_companion_adds_tasks_without_touching_bpb(tmp_path):
+    """eval_tasks.json (a max_docs=0 evaluation) fills the ARC columns; base_eval_tasks.json the base row."""
+    run = _run(tmp_path, "repro-adapters", "adapters", 0.95, 1.30,
+               {"bpb": {"en": 0.97, "fr": 1.35}, "tasks": {}})
+    (run / "eval_tasks.json").write_text(json.dumps({"bpb": {}, "tasks": {
+        "arc_easy_en": {"acc_norm": 0.6, "n": 400}, "arc_easy_fr": {"acc_norm": 0.4, "n": 400}}}))
+    (run / "base_eval.json").write_text(json.dumps({"bpb": {"en": 0.96, "fr": 1.73}, "label": "B"}))
+    (run / "base_eval_tasks.json").write_text(json.dumps({"tasks": {"arc_easy_en": {"acc_norm": 0.5, "n": 400}}}))
+    r = collect(run)
+    assert r["en"] == 0.97 and r["tasks"]["arc_easy_fr"]["acc"] == 0.4
+    assert r["base"]["bpb"] == {"en": 0.96, "fr": 1.73}
+    main([str(run), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| 0.500 ± 0.025 | – |" in md  # base row: English ARC from its companion, no French
+    assert "0.9700 (+0.010) | 1.3500 (-0.380) | 2.3200 | 0.600 ± 0.024 | 0.400 ± 0.024 |" in md
