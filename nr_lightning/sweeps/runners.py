@@ -1,6 +1,6 @@
 """Running an expanded sweep: one run after another on this machine (finished runs skipped, unfinished
-ones resumed), then evaluation and the report; or every unfinished run as one SLURM job array through
-experiments/slurm/train.sbatch.
+ones resumed, each evaluated and archived as it finishes), then the report; or every unfinished run as one
+SLURM job array through experiments/slurm/train.sbatch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,11 @@ def train_one(args: list[str], in_process: bool) -> None:
         raise RuntimeError(f"nr_lightning.train exited with status {proc.returncode}")
 
 
-def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False) -> list[dict]:
-    """Train every unfinished run in order; returns one summary row per run."""
+def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False,
+              after: Callable[[Run], None] | None = None) -> list[dict]:
+    """Train every unfinished run in order; returns one summary row per run. `after(run)` is called on each
+    finished run (trained now or earlier) before the next one starts: evaluating and archiving there means a
+    session that ends mid-sweep loses nothing of the runs that finished."""
     rows = []
     for i, run in enumerate(runs, 1):
         state = run.state()
@@ -74,6 +78,8 @@ def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False
                     rows.append(row)
                     break
             row["seconds"] = time.perf_counter() - t0
+        if after is not None and run.state() == "done":
+            after(run)
         bpb = _final_bpb(run)
         row["bpb_en"] = bpb.get("en")
         row["bpb_target"] = bpb.get(run.cfg.lang)
@@ -92,33 +98,34 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_runs(runs: list[Run], eval_args: list[str], in_process: bool) -> None:
-    """`nr_lightning.evaluate` on every finished run without an up-to-date eval.json, and on each bare backbone."""
-    done = [r for r in runs if r.state() == "done"]
-    jobs: list[tuple[str, list[str], Path]] = []
-    for r in done:
-        ev = r.run_dir / "eval.json"
-        if ev.is_file() and ev.stat().st_mtime >= (r.run_dir / "metrics.json").stat().st_mtime:
-            log(f"{r.name}: eval.json is up to date, skipped")
-            continue
-        jobs.append((r.name, [f"run={r.run_dir}", *eval_args], ev))
-    seen = set()
-    for r in done:  # the reference star of the report: the untouched backbone, once per backbone and language
-        key = (r.cfg.backbone.name, r.cfg.lang)
-        if key in seen:
-            continue
+def _eval_jobs(run: Run, eval_args: list[str], seen: set) -> list[tuple[str, list[str]]]:
+    """The evaluations a finished run still needs: its own (unless eval.json is newer than metrics.json) and,
+    once per backbone and language (`seen`), the untouched backbone as the report's reference."""
+    jobs: list[tuple[str, list[str]]] = []
+    ev = run.run_dir / "eval.json"
+    if ev.is_file() and ev.stat().st_mtime >= (run.run_dir / "metrics.json").stat().st_mtime:
+        log(f"{run.name}: eval.json is up to date, skipped")
+    else:
+        jobs.append((run.name, [f"run={run.run_dir}", *eval_args]))
+    key = (run.cfg.backbone.name, run.cfg.lang)
+    if key not in seen:
         seen.add(key)
-        label = re.sub(r"[^A-Za-z0-9._-]+", "_", r.cfg.backbone.name)
-        out = r.run_dir.parent / f"backbone-{label}-{r.cfg.lang}" / "eval.json"
-        if out.is_file():
-            continue
-        d = r.cfg.data
-        data = [f"data.{k}={v}" for k, v in (("new.heldout", d.new.heldout), ("en.heldout", d.en.heldout),
-                                              ("heldout_en", d.heldout_en), ("corpora_dir", d.corpora_dir)) if v]
-        jobs.append((f"backbone {r.cfg.backbone.name} ({r.cfg.lang})",
-                     [f"backbone={r.cfg.backbone.name}", f"langs=[en,{r.cfg.lang}]", f"out={out}", *data,
-                      *eval_args], out))
-    for label, args, _ in jobs:
+        out = backbone_reference(run)
+        if not out.is_file():
+            d = run.cfg.data
+            data = [f"data.{k}={v}" for k, v in (("new.heldout", d.new.heldout), ("en.heldout", d.en.heldout),
+                                                  ("heldout_en", d.heldout_en), ("corpora_dir", d.corpora_dir)) if v]
+            # `baseline` only applies to run= evaluations
+            own = [a for a in eval_args if a.split("=", 1)[0] != "baseline"]
+            jobs.append((f"backbone {run.cfg.backbone.name} ({run.cfg.lang})",
+                         [f"backbone={run.cfg.backbone.name}", f"langs=[en,{run.cfg.lang}]", f"out={out}", *data,
+                          *own]))
+    return jobs
+
+
+def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set) -> None:
+    """Evaluate one finished run (and its backbone reference, once); a failure is logged, not raised."""
+    for label, args in _eval_jobs(run, eval_args, seen):
         log(f"evaluate {label}: python -m nr_lightning.evaluate {shlex.join(args)}")
         try:
             if in_process:
@@ -131,6 +138,52 @@ def evaluate_runs(runs: list[Run], eval_args: list[str], in_process: bool) -> No
                     raise RuntimeError(f"nr_lightning.evaluate exited with status {rc}")
         except (Exception, SystemExit) as e:
             log(f"evaluate {label} failed: {type(e).__name__}: {e}")
+
+
+# The small files of a finished run: enough to rebuild every table and curve without the weights
+ARCHIVED = ("config.yaml", "plan.txt", "metrics.json", "curves.json", "gates.json", "losses.jsonl", "eval*.json",
+            "train.log", "eval*.log")
+
+
+def machine_label() -> str:
+    """This machine in a few words (cores, CPU model, the ISA that decides bf16 speed), for archived results."""
+    cpu, isa = "CPU", ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), cpu)
+        flags = set(next((x for x in info.splitlines() if x.startswith("flags")), "").split())
+        isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-vCPU {cpu}" + (f" ({isa})" if isa else "")
+
+
+def backbone_reference(run: Run) -> Path:
+    """Where `--evaluate` writes the untouched backbone's eval.json for this run's backbone and language."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", run.cfg.backbone.name)
+    return run.run_dir.parent / f"backbone-{label}-{run.cfg.lang}" / "eval.json"
+
+
+def archive_run(run: Run, dest: Path) -> Path:
+    """Copy a finished run's small files (ARCHIVED; never weights or checkpoints) to dest/<run name>/, and the
+    evaluation of the backbone it started from as `base_eval.json`, labelled with this machine: a rebuilt base
+    is not bit-identical on another CPU, so each archived run keeps its own reference (docs/reproduction.md)."""
+    out = dest / run.run_dir.name
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for pattern in ARCHIVED:
+        for f in sorted(run.run_dir.glob(pattern)):
+            if f.is_file():
+                shutil.copy2(f, out / f.name)
+                copied.append(f.name)
+    ref = backbone_reference(run)
+    if ref.is_file() and not (out / "base_eval.json").is_file():
+        base = json.loads(ref.read_text())
+        base["label"] = f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}"
+        (out / "base_eval.json").write_text(json.dumps(base, indent=1) + "\n")
+        copied.append("base_eval.json")
+    log(f"{run.name}: archived {', '.join(copied) or 'nothing'} -> {out}")
+    return out
 
 
 def report(runs: list[Run], out: Path) -> None:

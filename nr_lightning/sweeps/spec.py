@@ -30,6 +30,7 @@ Axis = list[tuple[str, list[str]]]  # [(label, overrides)]
 class Scale:
     overrides: list[str] = field(default_factory=list)
     grid: dict[str, Axis] = field(default_factory=dict)
+    evaluate: list[str] = field(default_factory=list)  # nr_lightning.evaluate arguments of `--evaluate` at this scale
 
 
 @dataclass
@@ -150,10 +151,11 @@ def load_sweep(spec: str | Path) -> Sweep:
     scales: dict[str, Scale] = {}
     for s, v in (node.get("scales") or {}).items():
         if isinstance(v, dict):
-            if set(v) - {"overrides", "grid"}:
-                raise SweepError(f"{path.name}: scales.{s} takes overrides and grid, got {sorted(v)}")
+            if set(v) - {"overrides", "grid", "evaluate"}:
+                raise SweepError(f"{path.name}: scales.{s} takes overrides, grid and evaluate, got {sorted(v)}")
             scales[str(s)] = Scale(_str_list(v.get("overrides"), f"scales.{s}"),
-                                   _grid(v.get("grid") or {}, f"{path.name}: scales.{s}.grid"))
+                                   _grid(v.get("grid") or {}, f"{path.name}: scales.{s}.grid"),
+                                   _str_list(v.get("evaluate"), f"{path.name}: scales.{s}.evaluate"))
         else:
             scales[str(s)] = Scale(_str_list(v, f"{path.name}: scales.{s}"))
     exclude = []

@@ -12,14 +12,17 @@ A sweep file (YAML) holds:
           an axis may also map labels to override lists: {model: {en1b: [backbone.name=...], ...}}
   runs:   [[overrides], ...] or [{name: ..., overrides: [...]}, ...]   explicit rows (non-product grids)
   exclude: [{key: value, ...}]  drop the expanded runs whose labels match every key of one entry
-  scales: {cpu: [overrides], paper: {overrides: [...], grid: {...}}}   per-scale overrides (+ axes)
+  scales: {cpu: [overrides], paper: {overrides: [...], grid: {...}, evaluate: [...]}}   per-scale overrides
+          (+ axes, + the nr_lightning.evaluate arguments that `--evaluate` uses at that scale)
   name:   "t2-{method}-p{data.p}"   run name template; `-{scale}` is appended unless the template has {scale}
 
 Overrides are applied in the order base, scale, scale axes, grid axes / run row, name=, then the command
 line's extra overrides. A placeholder {key} reads the run's label for `key` (an axis label or the last
 `key=value` override), else the composed config (e.g. {method.lr}). Every run's config is composed and
 validated before anything starts. A run is finished when <run dir>/metrics.json exists (skipped on a
-rerun); an unfinished run with checkpoints resumes with ckpt_path=last.
+rerun); an unfinished run with checkpoints resumes with ckpt_path=last. With --evaluate (and --archive) each
+run is evaluated (and archived) as soon as it finishes, before the next one starts, so a sweep cut short by
+the end of a session keeps complete results for every run it finished.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import sys
 from pathlib import Path
 
 from ..config import REPO
-from .runners import SBATCH_SCRIPT, evaluate_runs, log, report, run_local, submit_slurm, summary
+from .runners import SBATCH_SCRIPT, archive_run, evaluate_run, log, report, run_local, submit_slurm, summary
 from .spec import SWEEPS, Run, Sweep, SweepError, expand, load_sweep
 
 
@@ -56,8 +59,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("overrides", nargs="*", help="scale=cpu|paper and extra key=value overrides for every run")
     ap.add_argument("--dry-run", action="store_true", help="print the expanded runs; launch nothing")
     ap.add_argument("--slurm", action="store_true", help="submit the unfinished runs as one SLURM job array")
-    ap.add_argument("--evaluate", action="store_true", help="after a local sweep, evaluate every run (+ backbone)")
+    ap.add_argument("--evaluate", action="store_true", help="evaluate each run as soon as it finishes (+ its backbone "
+                                                            "once), with the scale's `evaluate` arguments")
     ap.add_argument("--eval-args", default="", help="extra nr_lightning.evaluate arguments, e.g. 'tasks=[] limit=20'")
+    ap.add_argument("--archive", default=None, help="copy each finished (and evaluated) run's small files (configs, "
+                                                    "curves, metrics, eval JSON; no weights) to DIR/<run>/")
     ap.add_argument("--only", default=None, help="comma-separated glob(s) on run names, e.g. 't8-neutral-*'")
     ap.add_argument("--in-process", action="store_true", help="train in this process (default: one subprocess "
                                                               "per run, so a crash or OOM does not end the sweep)")
@@ -89,10 +95,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_runs(sweep, scale, runs)
         return []
     log(f"{sweep.stem} scale={scale}: {len(runs)} run(s), {sum(r.state() == 'done' for r in runs)} finished")
-    rows = run_local(runs, in_process=args.in_process, fail_fast=args.fail_fast)
+    eval_args = [*sweep.scales[scale].evaluate, *shlex.split(args.eval_args)]
+    seen: set = set()
+
+    def after(run: Run) -> None:
+        if args.evaluate:
+            evaluate_run(run, eval_args, args.in_process, seen)
+        if args.archive:
+            archive_run(run, Path(args.archive))
+
+    rows = run_local(runs, in_process=args.in_process, fail_fast=args.fail_fast,
+                     after=after if args.evaluate or args.archive else None)
     print(f"\n## {sweep.stem} (scale={scale})\n\n{summary(rows)}\n")
-    if args.evaluate:
-        evaluate_runs(runs, shlex.split(args.eval_args), args.in_process)
     out = Path(args.report_dir) if args.report_dir else runs[0].run_dir.parent / "_sweeps" / f"{sweep.stem}-{scale}"
     report(runs, out)
     return rows

@@ -237,3 +237,49 @@ def test_only_matches_the_sweep_files_names_and_the_run_directories():
     for pattern in ("repro-lora", "repro-lora-cpu"):
         assert [r.name for r in expand(sweep, "cpu", only=pattern)] == ["repro-lora-cpu"]
     assert [r.name for r in expand(sweep, "cpu", only="repro-lora*")] == ["repro-lora-cpu", "repro-lora-seed1-cpu"]
+
+
+def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
+    """--evaluate/--archive act on each run before the next one trains (a session that ends mid-sweep keeps
+    complete rows), with the scale's `evaluate` arguments; the backbone reference runs once; no weights."""
+    import nr_lightning.evaluation.evaluate as evaluate_mod
+
+    root, events = tmp_path / "runs", []
+    sweep = _write(tmp_path, TINY.replace(
+        "  cpu: [trainer.max_steps=2, eval.every_n_steps=0, eval.max_docs=4, trainer.checkpoint_every_n_steps=2]",
+        "  cpu:\n    overrides: [trainer.max_steps=2]\n    evaluate: ['tasks=[arc_easy_en]', max_docs=1000, baseline=false]"))
+
+    def fake_train(args, in_process):
+        name = next(a.split("=", 1)[1] for a in args if a.startswith("name="))
+        events.append(f"train {name}")
+        (root / name / "checkpoints").mkdir(parents=True)
+        (root / name / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        for f in ("config.yaml", "curves.json", "metrics.json"):
+            (root / name / f).write_text("{}")
+
+    def fake_eval(args):
+        events.append("eval " + " ".join(args))
+        out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), None)
+        out = Path(out) if out else Path(next(a.split("=", 1)[1] for a in args if a.startswith("run="))) / "eval.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+
+    monkeypatch.setattr(runners, "train_one", fake_train)
+    monkeypatch.setattr(evaluate_mod, "main", fake_eval)
+    argv = [str(sweep), "scale=cpu", "--in-process", "--evaluate", "--archive", str(tmp_path / "arch"),
+            f"runs_root={root}"]
+    main(argv)
+    assert [e.split()[0] + " " + e.split()[1] for e in events] == [
+        "train tiny-p0-cpu", f"eval run={root / 'tiny-p0-cpu'}", "eval backbone=tiny",
+        "train tiny-p0.5-cpu", f"eval run={root / 'tiny-p0.5-cpu'}"]
+    assert "tasks=[arc_easy_en] max_docs=1000 baseline=false" in events[1]
+    assert "baseline=false" not in events[2] and f"out={root / 'backbone-tiny-fr' / 'eval.json'}" in events[2]
+    arch = tmp_path / "arch" / "tiny-p0-cpu"
+    assert sorted(p.name for p in arch.iterdir()) == ["base_eval.json", "config.yaml", "curves.json", "eval.json",
+                                                      "metrics.json"]
+    assert "vCPU" in json.loads((arch / "base_eval.json").read_text())["label"]  # which machine built the base
+    assert (tmp_path / "arch" / "tiny-p0.5-cpu" / "eval.json").is_file()
+
+    events.clear()  # a rerun: nothing trains or evaluates again
+    main(argv)
+    assert events == []
