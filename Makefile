@@ -51,8 +51,8 @@ backbone-en: data ## build the English base backbone once (continued pretraining
 repro: backbone-en ## one run of the reproduction protocol: make repro METHOD=neutral LANG=fr (~30-40 min on 2 cores)
 	$(PYBIN) -m nr_lightning.train trainer=repro method=$(METHOD) lang=$(TARGET_LANG) name=repro-$(METHOD)-$(TARGET_LANG) $(ARGS)
 
-repro-sweep: backbone-en ## the whole reproduction sweep (all methods, ablations, seeds; resumable): ARGS="--evaluate" adds eval + report
-	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu $(ARGS)
+repro-sweep: backbone-en ## the whole reproduction sweep (all methods, ablations, seeds; resumable), each run evaluated and archived to docs/results/repro/runs as it finishes
+	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
 	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)

@@ -164,6 +164,16 @@ def backbone_reference(run: Run) -> Path:
     return run.run_dir.parent / f"backbone-{label}-{run.cfg.lang}" / "eval.json"
 
 
+def restore_archived(runs: list[Run], dest: Path) -> None:
+    """Copy back into its run directory each new run that `dest` holds finished (`metrics.json`): a fresh
+    checkout then skips the rows an earlier session archived instead of training them again."""
+    for run in runs:
+        src = dest / run.run_dir.name
+        if run.state() == "new" and (src / "metrics.json").is_file():
+            shutil.copytree(src, run.run_dir, dirs_exist_ok=True)  # copy2 keeps mtimes: eval.json stays current
+            log(f"{run.name}: finished in the archive {src}, restored (not trained again)")
+
+
 def archive_run(run: Run, dest: Path) -> Path:
     """Copy a finished run's small files (ARCHIVED; never weights or checkpoints) to dest/<run name>/, and the
     evaluation of the backbone it started from as `base_eval.json`, labelled with this machine: a rebuilt base

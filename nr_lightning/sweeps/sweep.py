@@ -33,7 +33,17 @@ import sys
 from pathlib import Path
 
 from ..config import REPO
-from .runners import SBATCH_SCRIPT, archive_run, evaluate_run, log, report, run_local, submit_slurm, summary
+from .runners import (
+    SBATCH_SCRIPT,
+    archive_run,
+    evaluate_run,
+    log,
+    report,
+    restore_archived,
+    run_local,
+    submit_slurm,
+    summary,
+)
 from .spec import SWEEPS, Run, Sweep, SweepError, expand, load_sweep
 
 
@@ -63,7 +73,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                             "once), with the scale's `evaluate` arguments")
     ap.add_argument("--eval-args", default="", help="extra nr_lightning.evaluate arguments, e.g. 'tasks=[] limit=20'")
     ap.add_argument("--archive", default=None, help="copy each finished (and evaluated) run's small files (configs, "
-                                                    "curves, metrics, eval JSON; no weights) to DIR/<run>/")
+                                                    "curves, metrics, eval JSON; no weights) to DIR/<run>/; runs "
+                                                    "found finished there are restored, not trained again")
     ap.add_argument("--only", default=None, help="comma-separated glob(s) on run names, e.g. 't8-neutral-*'")
     ap.add_argument("--in-process", action="store_true", help="train in this process (default: one subprocess "
                                                               "per run, so a crash or OOM does not end the sweep)")
@@ -95,6 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_runs(sweep, scale, runs)
         return []
     log(f"{sweep.stem} scale={scale}: {len(runs)} run(s), {sum(r.state() == 'done' for r in runs)} finished")
+    if args.archive:
+        restore_archived(runs, Path(args.archive))
     eval_args = [*sweep.scales[scale].evaluate, *shlex.split(args.eval_args)]
     seen: set = set()
 

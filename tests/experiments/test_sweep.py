@@ -283,3 +283,13 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     events.clear()  # a rerun: nothing trains or evaluates again
     main(argv)
     assert events == []
+
+    # a fresh checkout (no runs/, no backbone reference): the archived runs are restored, not trained; only the
+    # backbone is evaluated again (each session's rebuilt base is its own reference)
+    import shutil
+
+    shutil.rmtree(root)
+    main(argv)
+    assert [e.split()[0] for e in events] == ["eval"] and "backbone=tiny" in events[0]
+    assert json.loads((root / "tiny-p0-cpu" / "metrics.json").read_text()) == {}
+    assert not (root / "tiny-p0-cpu" / "checkpoints").exists()
