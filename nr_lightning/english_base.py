@@ -28,6 +28,7 @@ from pathlib import Path
 import lightning as L
 
 from .backbone import cache_dir
+from .config import REPO
 from .evaluation.fixtures import TEXT
 
 NAME = "smollm2-135m-en"
@@ -137,7 +138,9 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
     meta = {"name": NAME, "source": f"{SOURCE} (SmolLM2-135M-Instruct, Q4_1 GGUF, dequantised)",
             "selected_step": chosen, "selection": f"min of {' + '.join(SELECT)} (PubMed dev + in-domain)",
             "patience": PATIENCE, "min_delta": MIN_DELTA, "every": EVERY, "curve": curves,
-            "command": "python -m nr_lightning.train " + " ".join(args), "date": time.strftime("%Y-%m-%d"),
+            # paths relative to the checkout, so the recorded command runs in anyone's clone
+            "command": "python -m nr_lightning.train " + " ".join(args).replace(f"{REPO}/", ""),
+            "date": time.strftime("%Y-%m-%d"),
             "build_seconds_this_call": round(time.time() - t0)}
     (tmp / "nrl_base.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(out, ignore_errors=True)

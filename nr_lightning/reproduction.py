@@ -101,10 +101,13 @@ def _acc(r: dict | None) -> str:
     return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
 
 
-def table(rows: list[dict], base: dict | None) -> str:
-    """Final numbers and deltas; each run's delta is against its own base (`base_eval.json`), else `base`."""
-    bases: list[dict] = []  # distinct bases, in order of first use; the --base one first
-    for b in [base, *(r.get("base") for r in rows)]:
+def table(rows: list[dict], base: dict | list[dict] | None) -> str:
+    """Final numbers and deltas; each run's delta is against its own base (`base_eval.json`), else the first
+    of `base` (one eval, or several: every build of the base is listed, with or without runs of its own)."""
+    given = base if isinstance(base, list) else [base] if base else []
+    base = given[0] if given else None
+    bases: list[dict] = []  # distinct bases, in order of first use; the --base ones first
+    for b in [*given, *(r.get("base") for r in rows)]:
         if b and b.get("bpb") and all(b["bpb"] != o["bpb"] for o in bases):
             bases.append(b)
     many = len(bases) > 1
@@ -212,23 +215,28 @@ def base_curve(meta: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--base", type=Path, help="eval.json of the English base (python -m nr_lightning.evaluate "
-                                             "backbone=smollm2-135m-en ...)")
+    ap.add_argument("--base", type=Path, nargs="+", default=[],
+                    help="eval.json of the English base (python -m nr_lightning.evaluate backbone=smollm2-135m-en "
+                         "...); several: every build is listed, the first is the reference of runs without their "
+                         "own base_eval.json")
     ap.add_argument("--out", type=Path, default=Path("runs/repro-report"))
     ap.add_argument("--base-meta", type=Path, help="nrl_base.json of the English base: its build curve is drawn too")
     a = ap.parse_args(argv)
     rows = [r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r]
-    base = load_eval(a.base) if a.base else None
+    bases = [b for b in (load_eval(p) for p in a.base) if b]
+    base = bases[0] if bases else None
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table.md").write_text(table(rows, base))
+    (a.out / "table.md").write_text(table(rows, bases))
     (a.out / "gates.md").write_text(gates_table(rows))
     (a.out / "runs.json").write_text(json.dumps({"base": base and {"bpb": base.get("bpb"), "tasks": base.get("tasks")},
+                                                 "bases": [{"label": b.get("label"), "bpb": b.get("bpb"),
+                                                            "tasks": b.get("tasks")} for b in bases],
                                                  "runs": rows}, indent=1, default=str) + "\n")
     if rows:
         curves_plot(rows, a.out / "curves.png")
     if a.base_meta and a.base_meta.is_file():
         print(base_curve(json.loads(a.base_meta.read_text()), a.out))
-    print(table(rows, base))
+    print(table(rows, bases))
     print(gates_table(rows))
     return rows
 

@@ -75,3 +75,17 @@ def test_downstream_only_companion_adds_tasks_without_touching_bpb(tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| 0.500 ± 0.025 | – |" in md  # base row: English ARC from its companion, no French
     assert "0.9700 (+0.010) | 1.3500 (-0.380) | 2.3200 | 0.600 ± 0.024 | 0.400 ± 0.024 |" in md
+
+
+def test_several_bases_are_listed_even_without_runs_of_their_own(tmp_path):
+    """--base A C: every build is a row (with its ARC), runs without base_eval.json take deltas against A."""
+    run = _run(tmp_path, "repro-lora", "lora", 0.95, 1.30, {"bpb": {"en": 0.97, "fr": 1.35}})
+    a, c = tmp_path / "a.json", tmp_path / "c.json"
+    a.write_text(json.dumps({"bpb": {"en": 0.959, "fr": 1.731}, "label": "first"}))
+    c.write_text(json.dumps({"bpb": {"en": 0.9591, "fr": 1.7313}, "label": "fp32",
+                             "tasks": {"arc_easy_en": {"acc_norm": 0.592, "n": 997}}}))
+    main([str(run), "--base", str(a), str(c), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| English base A (first) | 0.9590 |" in md
+    assert "| English base B (fp32) | 0.9591 | 1.7313 | 2.6904 | 0.592 ± 0.016 | – |" in md
+    assert "0.9700 (+0.011)" in md and md.rstrip().endswith("| A |")
