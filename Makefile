@@ -48,10 +48,12 @@ train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=
 backbone-en: data ## build the English base backbone once (continued pretraining of SmolLM2-135M-Instruct, ~30-50 min)
 	$(PYBIN) -m nr_lightning.english_base $(ARGS)
 
-repro: backbone-en ## one run of the reproduction protocol: make repro METHOD=neutral LANG=fr (~30-40 min on 2 cores)
+repro: data ## one run of the reproduction protocol: make repro METHOD=neutral LANG=fr (~30-40 min on 2 cores)
+	$(PYBIN) -m nr_lightning.english_base   # builds the English base once, reuses it after (ARGS are the run's, not the build's)
 	$(PYBIN) -m nr_lightning.train trainer=repro method=$(METHOD) lang=$(TARGET_LANG) name=repro-$(METHOD)-$(TARGET_LANG) $(ARGS)
 
-repro-sweep: backbone-en ## the whole reproduction sweep (all methods, ablations, seeds; resumable), each run evaluated and archived to docs/results/repro/runs as it finishes
+repro-sweep: data ## the whole reproduction sweep (all methods, ablations, seeds; resumable), each run evaluated and archived to docs/results/repro/runs as it finishes
+	$(PYBIN) -m nr_lightning.english_base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"

@@ -103,7 +103,10 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set) -> list[tuple[str, lis
     once per backbone and language (`seen`), the untouched backbone as the report's reference."""
     jobs: list[tuple[str, list[str]]] = []
     ev = run.run_dir / "eval.json"
-    if ev.is_file() and ev.stat().st_mtime >= (run.run_dir / "metrics.json").stat().st_mtime:
+    if not (run.run_dir / "extension" / "extension.json").is_file():
+        # a row restored from --archive has its small files but no weights (never committed): keep its numbers
+        log(f"{run.name}: no weights here (restored from the archive?): its eval.json is kept, not recomputed")
+    elif ev.is_file() and ev.stat().st_mtime >= (run.run_dir / "metrics.json").stat().st_mtime:
         log(f"{run.name}: eval.json is up to date, skipped")
     else:
         jobs.append((run.name, [f"run={run.run_dir}", *eval_args]))

@@ -254,6 +254,8 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
         events.append(f"train {name}")
         (root / name / "checkpoints").mkdir(parents=True)
         (root / name / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        (root / name / "extension").mkdir()
+        (root / name / "extension" / "extension.json").write_text("{}")
         for f in ("config.yaml", "curves.json", "metrics.json"):
             (root / name / f).write_text("{}")
 
@@ -293,3 +295,15 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     assert [e.split()[0] for e in events] == ["eval"] and "backbone=tiny" in events[0]
     assert json.loads((root / "tiny-p0-cpu" / "metrics.json").read_text()) == {}
     assert not (root / "tiny-p0-cpu" / "checkpoints").exists()
+
+    # a checkout writes files in any order: a restored eval.json older than its metrics.json is still kept
+    # (the run has no weights to evaluate), only the backbone is evaluated again
+    import os
+
+    shutil.rmtree(root)
+    events.clear()
+    for run in ("tiny-p0-cpu", "tiny-p0.5-cpu"):
+        os.utime(tmp_path / "arch" / run / "eval.json", (1, 1))
+    main(argv)
+    assert [e.split()[0] for e in events] == ["eval"] and "backbone=tiny" in events[0]
+    assert (root / "tiny-p0-cpu" / "eval.json").read_text() == "{}"
