@@ -147,6 +147,34 @@ def check_hub_name(name: str) -> None:
                                 f"preset: {', '.join(PRESETS)}")
 
 
+def weights_sha256(name: str) -> str | None:
+    """SHA-256 over the safetensors files of a backbone that lives on disk (the converted/built presets or a local
+    HF directory), or None (the random `tiny` preset, a hub id, a preset not built yet). Two equal fingerprints
+    are the same weights bit for bit: the sweep reuses an archived evaluation of them (docs/reproduction.md)."""
+    import hashlib
+
+    if name == "tiny":
+        return None
+    if name == "smollm2-135m-en":
+        from .english_base import base_dir
+
+        d = base_dir()
+    elif name == "smollm2-135m":
+        d = cache_dir() / "backbones" / "smollm2-135m"
+    else:
+        d = Path(name).expanduser()
+    files = sorted(d.glob("*.safetensors")) if d.is_dir() else []
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32, seed: int = 0,
                   trust_remote_code: bool = False) -> tuple[PreTrainedModel, object]:
     """Return (model, tokenizer). `name` is a preset (smollm2-135m, tiny), a local HF directory or a hub id."""

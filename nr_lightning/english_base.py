@@ -106,7 +106,7 @@ class KeepBest(L.Callback):
 
 def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: bool = False) -> Path:
     """Build (or resume building) the English base; return its HF directory."""
-    from .backbone import load_tokenizer
+    from .backbone import load_tokenizer, weights_sha256
     from .training import train
     from .training.callbacks import ForgettingCurves
 
@@ -141,6 +141,8 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
             # paths relative to the checkout, so the recorded command runs in anyone's clone
             "command": "python -m nr_lightning.train " + " ".join(args).replace(f"{REPO}/", ""),
             "date": time.strftime("%Y-%m-%d"),
+            # bit-identical on the same kind of CPU: a sweep reuses an archived evaluation of equal weights
+            "weights_sha256": weights_sha256(str(tmp)),
             "build_seconds_this_call": round(time.time() - t0)}
     (tmp / "nrl_base.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(out, ignore_errors=True)

@@ -98,10 +98,39 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _eval_jobs(run: Run, eval_args: list[str], seen: set) -> list[tuple[str, list[str]]]:
+def _reference_stamp(run: Run, args: list[str]) -> dict | None:
+    """What identifies a backbone reference evaluation: the weights' fingerprint and the evaluate arguments."""
+    from ..backbone import weights_sha256
+
+    sha = weights_sha256(run.cfg.backbone.name)
+    return {"weights_sha256": sha, "eval_args": args} if sha else None
+
+
+def find_reference(archive: Path | None, stamp: dict | None) -> Path | None:
+    """An archived evaluation (a run's `base_eval.json` or an `eval.json`) of the very same weights with the same
+    evaluate arguments. The English base is rebuilt by every session, bit-identically on the same kind of CPU
+    (docs/reproduction.md): its evaluation (half an hour with ARC-Easy) need not be recomputed then."""
+    if archive is None or stamp is None or not archive.is_dir():
+        return None
+    for p in sorted(archive.glob("*/*.json")):
+        if p.name not in ("base_eval.json", "eval.json"):
+            continue
+        try:
+            ref = json.loads(p.read_text()).get("reference")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if ref == stamp:
+            return p
+    return None
+
+
+def _eval_jobs(run: Run, eval_args: list[str], seen: set,
+               archive: Path | None = None) -> list[tuple[str, list[str], dict | None]]:
     """The evaluations a finished run still needs: its own (unless eval.json is newer than metrics.json) and,
-    once per backbone and language (`seen`), the untouched backbone as the report's reference."""
-    jobs: list[tuple[str, list[str]]] = []
+    once per backbone and language (`seen`), the untouched backbone as the report's reference, unless `archive`
+    holds an evaluation of the same weights with the same arguments (then copied, not recomputed). A job is
+    (label, evaluate arguments, the stamp to record in its output or None)."""
+    jobs: list[tuple[str, list[str], dict | None]] = []
     ev = run.run_dir / "eval.json"
     if not (run.run_dir / "extension" / "extension.json").is_file():
         # a row restored from --archive has its small files but no weights (never committed): keep its numbers
@@ -109,7 +138,7 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set) -> list[tuple[str, lis
     elif ev.is_file() and ev.stat().st_mtime >= (run.run_dir / "metrics.json").stat().st_mtime:
         log(f"{run.name}: eval.json is up to date, skipped")
     else:
-        jobs.append((run.name, [f"run={run.run_dir}", *eval_args]))
+        jobs.append((run.name, [f"run={run.run_dir}", *eval_args], None))
     key = (run.cfg.backbone.name, run.cfg.lang)
     if key not in seen:
         seen.add(key)
@@ -120,15 +149,32 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set) -> list[tuple[str, lis
                                                   ("heldout_en", d.heldout_en), ("corpora_dir", d.corpora_dir)) if v]
             # `baseline` only applies to run= evaluations
             own = [a for a in eval_args if a.split("=", 1)[0] != "baseline"]
-            jobs.append((f"backbone {run.cfg.backbone.name} ({run.cfg.lang})",
-                         [f"backbone={run.cfg.backbone.name}", f"langs=[en,{run.cfg.lang}]", f"out={out}", *data,
-                          *own]))
+            args = [f"backbone={run.cfg.backbone.name}", f"langs=[en,{run.cfg.lang}]", *data, *own]
+            stamp = _reference_stamp(run, args)
+            found = find_reference(archive, stamp)
+            if found is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(found, out)
+                log(f"backbone {run.cfg.backbone.name} ({run.cfg.lang}): the same weights (sha256 "
+                    f"{stamp['weights_sha256'][:12]}) were evaluated with the same arguments in {found}: reused")
+            else:
+                jobs.append((f"backbone {run.cfg.backbone.name} ({run.cfg.lang})", [*args[:2], f"out={out}", *args[2:]],
+                             stamp))
     return jobs
 
 
-def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set) -> None:
+def stamp_reference(out: Path, stamp: dict) -> None:
+    """Record in a backbone reference `eval.json` which weights and arguments produced it (`find_reference`)."""
+    ev = json.loads(out.read_text())
+    ev["reference"] = stamp
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(ev, indent=1) + "\n")
+    tmp.replace(out)
+
+
+def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set, archive: Path | None = None) -> None:
     """Evaluate one finished run (and its backbone reference, once); a failure is logged, not raised."""
-    for label, args in _eval_jobs(run, eval_args, seen):
+    for label, args, stamp in _eval_jobs(run, eval_args, seen, archive):
         log(f"evaluate {label}: python -m nr_lightning.evaluate {shlex.join(args)}")
         try:
             if in_process:
@@ -139,6 +185,8 @@ def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set) ->
                 rc = subprocess.run([sys.executable, "-m", "nr_lightning.evaluate", *args], cwd=REPO).returncode
                 if rc:
                     raise RuntimeError(f"nr_lightning.evaluate exited with status {rc}")
+            if stamp is not None:
+                stamp_reference(Path(next(a.split("=", 1)[1] for a in args if a.startswith("out="))), stamp)
         except (Exception, SystemExit) as e:
             log(f"evaluate {label} failed: {type(e).__name__}: {e}")
 
@@ -192,7 +240,8 @@ def archive_run(run: Run, dest: Path) -> Path:
     ref = backbone_reference(run)
     if ref.is_file() and not (out / "base_eval.json").is_file():
         base = json.loads(ref.read_text())
-        base["label"] = f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}"
+        # a reference reused from the archive keeps the label of the machine that computed it
+        base.setdefault("label", f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}")
         (out / "base_eval.json").write_text(json.dumps(base, indent=1) + "\n")
         copied.append("base_eval.json")
     log(f"{run.name}: archived {', '.join(copied) or 'nothing'} -> {out}")

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def after(run: Run) -> None:
         if args.evaluate:
-            evaluate_run(run, eval_args, args.in_process, seen)
+            evaluate_run(run, eval_args, args.in_process, seen, Path(args.archive) if args.archive else None)
         if args.archive:
             archive_run(run, Path(args.archive))
 

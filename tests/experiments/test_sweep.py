@@ -298,8 +298,6 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
 
     # a checkout writes files in any order: a restored eval.json older than its metrics.json is still kept
     # (the run has no weights to evaluate), only the backbone is evaluated again
-    import os
-
     shutil.rmtree(root)
     events.clear()
     for run in ("tiny-p0-cpu", "tiny-p0.5-cpu"):
@@ -307,3 +305,77 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     main(argv)
     assert [e.split()[0] for e in events] == ["eval"] and "backbone=tiny" in events[0]
     assert (root / "tiny-p0-cpu" / "eval.json").read_text() == "{}"
+
+
+def test_backbone_reference_reused_for_identical_weights(tmp_path, monkeypatch):
+    """A rebuilt base with the same weights (same sha256) and the same evaluate arguments is not evaluated again:
+    the archived evaluation is copied, keeping the label of the machine that computed it; other weights are."""
+    import shutil
+
+    import nr_lightning.backbone as backbone_mod
+    import nr_lightning.evaluation.evaluate as evaluate_mod
+
+    root, events, sha = tmp_path / "runs", [], {"v": "a" * 64}
+    sweep = _write(tmp_path, TINY.replace(
+        "  cpu: [trainer.max_steps=2, eval.every_n_steps=0, eval.max_docs=4, trainer.checkpoint_every_n_steps=2]",
+        "  cpu:\n    overrides: [trainer.max_steps=2]\n    evaluate: ['tasks=[arc_easy_en]', max_docs=1000]"))
+
+    def fake_train(args, in_process):
+        name = next(a.split("=", 1)[1] for a in args if a.startswith("name="))
+        (root / name / "extension").mkdir(parents=True)
+        (root / name / "extension" / "extension.json").write_text("{}")
+        for f in ("config.yaml", "curves.json", "metrics.json"):
+            (root / name / f).write_text("{}")
+
+    def fake_eval(args):
+        events.append(" ".join(args))
+        out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), None)
+        out = Path(out) if out else Path(next(a.split("=", 1)[1] for a in args if a.startswith("run="))) / "eval.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"bpb": {"en": 1.0, "fr": 2.0}}))
+
+    monkeypatch.setattr(runners, "train_one", fake_train)
+    monkeypatch.setattr(evaluate_mod, "main", fake_eval)
+    monkeypatch.setattr(backbone_mod, "weights_sha256", lambda name: sha["v"])
+    arch = tmp_path / "arch"
+    argv = [str(sweep), "scale=cpu", "--in-process", "--evaluate", "--archive", str(arch), f"runs_root={root}"]
+    main(argv)
+    assert sum("backbone=tiny" in e for e in events) == 1
+    ref = json.loads((root / "backbone-tiny-fr" / "eval.json").read_text())
+    assert ref["reference"]["weights_sha256"] == "a" * 64
+    assert "tasks=[arc_easy_en]" in ref["reference"]["eval_args"] and not any(
+        a.startswith("out=") for a in ref["reference"]["eval_args"])
+    label = json.loads((arch / "tiny-p0-cpu" / "base_eval.json").read_text())["label"]
+
+    # a fresh checkout with a bit-identical rebuild: nothing is evaluated, the archived reference is copied
+    shutil.rmtree(root)
+    shutil.rmtree(arch / "tiny-p0.5-cpu")  # one row still to train
+    events.clear()
+    main(argv)
+    assert not any("backbone=tiny" in e for e in events)
+    reused = json.loads((root / "backbone-tiny-fr" / "eval.json").read_text())
+    assert reused.pop("label") == label and reused == ref
+    assert json.loads((arch / "tiny-p0.5-cpu" / "base_eval.json").read_text())["label"] == label
+
+    # other weights (another CPU's rebuild) or other arguments: evaluated again
+    for change in ("weights", "args"):
+        shutil.rmtree(root)
+        shutil.rmtree(arch / "tiny-p0.5-cpu")
+        events.clear()
+        if change == "weights":
+            sha["v"] = "b" * 64
+            main(argv)
+        else:
+            main([*argv, "--eval-args", "limit=5"])
+        assert sum("backbone=tiny" in e for e in events) == 1
+
+
+def test_weights_sha256(tmp_path):
+    from nr_lightning.backbone import weights_sha256
+
+    assert weights_sha256("tiny") is None and weights_sha256(str(tmp_path)) is None
+    (tmp_path / "model.safetensors").write_bytes(b"0123")
+    first = weights_sha256(str(tmp_path))
+    assert first == weights_sha256(str(tmp_path)) and len(first) == 64
+    (tmp_path / "model.safetensors").write_bytes(b"0124")
+    assert weights_sha256(str(tmp_path)) != first
