@@ -187,7 +187,8 @@ def _write_jsonl(path: Path, docs: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -260,12 +261,12 @@ def prepare(langs: Iterable[str] = ("en", "fr", "de"), root: str | os.PathLike |
         manifest["corpora"][n] = {"lang": c.lang, "description": c.description, "source": PACKAGES[c.package].requirement,
                                   "licence": PACKAGES[c.package].licence, "heldout_fraction": c.heldout_fraction,
                                   "files": sorted(p.name for p in d.glob("*.jsonl")), **counts}
-        _write_json(d / ".done", counts)
+        write_json_atomic(d / ".done", counts)
         log(f"{n}: wrote {counts['train']['docs']} train docs ({counts['train']['words']:,} words) + "
             f"{counts['heldout']['docs']} heldout docs ({counts['heldout']['words']:,} words) to {d}")
     if todo or not manifest_path.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
     log(f"done in {time.time() - t0:.1f}s; manifest: {manifest_path}")
     return manifest
 

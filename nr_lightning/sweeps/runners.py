@@ -158,18 +158,16 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set,
                 log(f"backbone {run.cfg.backbone.name} ({run.cfg.lang}): the same weights (sha256 "
                     f"{stamp['weights_sha256'][:12]}) were evaluated with the same arguments in {found}: reused")
             else:
-                jobs.append((f"backbone {run.cfg.backbone.name} ({run.cfg.lang})", [*args[:2], f"out={out}", *args[2:]],
+                jobs.append((f"backbone {run.cfg.backbone.name} ({run.cfg.lang})", [*args, f"out={out}"],
                              stamp))
     return jobs
 
 
 def stamp_reference(out: Path, stamp: dict) -> None:
     """Record in a backbone reference `eval.json` which weights and arguments produced it (`find_reference`)."""
-    ev = json.loads(out.read_text())
-    ev["reference"] = stamp
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(ev, indent=1) + "\n")
-    tmp.replace(out)
+    from ..data.corpora import write_json_atomic
+
+    write_json_atomic(out, {**json.loads(out.read_text()), "reference": stamp})
 
 
 def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set, archive: Path | None = None) -> None:
