@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, RunConfig, compose, group_choices
+from ..io import write_json_atomic
 from ..registry import ADAPTER_METHODS, MERGE_METHODS, ROUTERS, STRATEGIES
 from ..training.train import earlier_outputs
 
@@ -352,9 +353,7 @@ class Sequence:
                 continue
             out[c] = self.evaluate(backbone, tok, [c])[c]
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"column": c, "backbone": self.cfg.backbone.name, "bpb": out[c]}) + "\n")
-            tmp.replace(f)
+            write_json_atomic(f, {"column": c, "backbone": self.cfg.backbone.name, "bpb": out[c]}, indent=None)
         return out
 
     @torch.no_grad()

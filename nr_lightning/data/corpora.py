@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nr_lightning.backbone import cache_dir
+from nr_lightning.io import write_json_atomic
 
 __all__ = ["CORPORA", "PACKAGES", "corpora_root", "prepare", "main"]
 
@@ -184,13 +185,6 @@ def _write_jsonl(path: Path, docs: Iterable[dict]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({"id": d["id"], "text": d["text"]}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

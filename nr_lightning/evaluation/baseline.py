@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from ..io import write_json_atomic
+
 
 def _key(ev, run_cfg) -> dict:
     data = OmegaConf.to_container(OmegaConf.structured(run_cfg.data))
@@ -42,9 +44,7 @@ def backbone_row(ev, run_cfg) -> dict:
     result = evaluate(bare)
     result["cache_key"] = _key(ev, run_cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, result, default=str)
     return result
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EXPERIMENTS, REPO
+from ..io import write_json_atomic
 from .spec import Run, Sweep, SweepError
 
 SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher; reads line i+1 of $NRL_SWEEP
@@ -165,7 +166,6 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set,
 
 def stamp_reference(out: Path, stamp: dict) -> None:
     """Record in a backbone reference `eval.json` which weights and arguments produced it (`find_reference`)."""
-    from ..data.corpora import write_json_atomic
 
     write_json_atomic(out, {**json.loads(out.read_text()), "reference": stamp})
 
