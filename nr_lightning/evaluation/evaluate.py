@@ -11,7 +11,6 @@ Writes one JSON with every number plus the run's config (default: <run>/eval.jso
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import ConfigError, RunConfig, from_dict
+from ..io import write_json_atomic
 
 
 @dataclass
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["delta"] = deltas(result, base)
     out = Path(ev.out) if ev.out else (Path(ev.run) / "eval.json" if ev.run else Path("eval.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json_atomic(out, result, default=str)
     print(table(result))
     print(f"[nr-lightning] wrote {out}", file=sys.stderr)
     return result

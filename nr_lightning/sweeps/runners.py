@@ -166,7 +166,6 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set,
 
 def stamp_reference(out: Path, stamp: dict) -> None:
     """Record in a backbone reference `eval.json` which weights and arguments produced it (`find_reference`)."""
-
     write_json_atomic(out, {**json.loads(out.read_text()), "reference": stamp})
 
 
@@ -240,7 +239,7 @@ def archive_run(run: Run, dest: Path) -> Path:
         base = json.loads(ref.read_text())
         # a reference reused from the archive keeps the label of the machine that computed it
         base.setdefault("label", f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}")
-        (out / "base_eval.json").write_text(json.dumps(base, indent=1) + "\n")
+        write_json_atomic(out / "base_eval.json", base, indent=1)
         copied.append("base_eval.json")
     log(f"{run.name}: archived {', '.join(copied) or 'nothing'} -> {out}")
     return out

@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
 import torch
 
 from ..extension import adapters, gate_spectra
+from ..io import write_json_atomic
 
 
 def _tb(trainer: L.Trainer):
@@ -118,7 +118,7 @@ class ForgettingCurves(_Periodic):
                 logger.log_metrics(metrics, step=step)
             self.history.append({"step": step, **metrics})
             if self.out_file:
-                self.out_file.write_text(json.dumps(self.history, indent=1) + "\n")
+                write_json_atomic(self.out_file, self.history, indent=1)
         for k, v in metrics.items():  # shown in the progress bar
             trainer.progress_bar_metrics[k.replace("eval/", "")] = round(v, 4)
 
@@ -183,7 +183,7 @@ class GateStatistics(_Periodic):
                                                      "residual_l1_per_layer": s["residual_l1"]}
                                               for lang, s in stats.items()}})
         if self.out_file:
-            self.out_file.write_text(json.dumps(self.history, indent=1) + "\n")
+            write_json_atomic(self.out_file, self.history, indent=1)
 
 
 def spectra_figure(spectra: dict[str, list[torch.Tensor]], max_layers: int = 6):

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, compose, to_dict, to_yaml
+from ..io import write_json_atomic
 from ..registry import ADAPTER_METHODS
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -361,7 +362,7 @@ def _finish(cfg: RunConfig, run_dir: Path, module, trainer, callbacks: list, ckp
         forgetting = next(c for c in callbacks if isinstance(c, ForgettingCurves))
         result["curves"] = forgetting.history
         result["final_bpb"] = forgetting.final
-        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json_atomic(run_dir / "metrics.json", result, default=str)
         print(f"[nr-lightning] done: {run_dir} final bpb {json.dumps(result['final_bpb'])}", file=sys.stderr)
     return result
 
