@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .config import ConfigError
+from .io import write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
 BACKBONE_FILE = "backbone.json"  # extension format: which backbone the extension extends
@@ -185,8 +186,8 @@ def _export_extension(run: Path, out: Path, run_cfg) -> dict:
         run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run / "config.yaml")))
     _prepare_out(out)
     shutil.copytree(run / "extension", out, dirs_exist_ok=True)
-    (out / BACKBONE_FILE).write_text(json.dumps({"name": run_cfg.backbone.name, "seed": run_cfg.seed,
-                                                 "dtype": run_cfg.backbone.dtype}, indent=2) + "\n")
+    write_json_atomic(out / BACKBONE_FILE, {"name": run_cfg.backbone.name, "seed": run_cfg.seed,
+                                            "dtype": run_cfg.backbone.dtype})
     from .backbone import load_tokenizer
 
     load_tokenizer(run_cfg.backbone.name).save_pretrained(str(out))

@@ -22,6 +22,8 @@ import json
 import math
 from pathlib import Path
 
+from .io import write_json_atomic
+
 TASKS = ("arc_easy_en", "arc_easy_fr")
 
 
@@ -228,10 +230,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "table.md").write_text(table(rows, bases))
     (a.out / "gates.md").write_text(gates_table(rows))
-    (a.out / "runs.json").write_text(json.dumps({"base": base and {"bpb": base.get("bpb"), "tasks": base.get("tasks")},
-                                                 "bases": [{"label": b.get("label"), "bpb": b.get("bpb"),
-                                                            "tasks": b.get("tasks")} for b in bases],
-                                                 "runs": rows}, indent=1, default=str) + "\n")
+    write_json_atomic(a.out / "runs.json", {"base": base and {"bpb": base.get("bpb"), "tasks": base.get("tasks")},
+                                            "bases": [{"label": b.get("label"), "bpb": b.get("bpb"),
+                                                       "tasks": b.get("tasks")} for b in bases],
+                                            "runs": rows}, indent=1, default=str)
     if rows:
         curves_plot(rows, a.out / "curves.png")
     if a.base_meta and a.base_meta.is_file():

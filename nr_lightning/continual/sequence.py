@@ -394,7 +394,7 @@ class Sequence:
         return {"run_dir": str(self.dir), "matrix": matrix}
 
     def write(self, matrix: dict, k: int) -> None:
-        (self.dir / MATRIX_JSON).write_text(json.dumps(matrix, indent=2) + "\n")
+        write_json_atomic(self.dir / MATRIX_JSON, matrix)
         (self.dir / MATRIX_MD).write_text(matrix_markdown(matrix))
         # load_stack reads <dir>/router.safetensors: the router of the newest stage, trained over all stages
         router = self.seq.strategy == "moe" and self.seq.router == "learned" and k > 0
@@ -405,7 +405,7 @@ class Sequence:
                 "stages": self.seq.stages, "completed": k + 1,
                 "extensions": [str(p.relative_to(self.dir)) for p in self.ext],
                 "router": router, "sequence": asdict(self.seq), "train_args": self.train_args}
-        (self.dir / SEQUENCE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json_atomic(self.dir / SEQUENCE_FILE, meta)
 
 
 def load_sequence(path: str | Path, after_stage: int | None = None) -> tuple[nn.Module, object]:

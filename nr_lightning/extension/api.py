@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io import write_json_atomic
 from ..registry import ADAPTER_METHODS, METHODS
 from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
@@ -273,7 +274,7 @@ def save_extension(model: nn.Module, path: str | Path) -> Path:
     save_file(tensors, str(tmp), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
     tmp.replace(path / WEIGHTS_FILE)
     meta = {"format_version": FORMAT_VERSION, **asdict(cfg)}
-    (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(path / CONFIG_FILE, meta)
     return path
 
 

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io import write_json_atomic
 from .adapter import ResidualAdapter
 from .api import (
     ADAPTER_METHODS,
@@ -167,14 +168,14 @@ def save_stages(model: nn.Module, path: str | Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().contiguous().cpu() for n, t in _stage_state(model, k).items()}
         save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
-        (d / CONFIG_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **asdict(cfg)}, indent=2) + "\n")
+        write_json_atomic(d / CONFIG_FILE, {"format_version": FORMAT_VERSION, **asdict(cfg)})
         names.append(f"stage_{k}")
     router = {n: t.detach().cpu().contiguous() for n, t in _base_model(model).state_dict().items()
               if ".nrl_router." in n}
     if router:
         save_file(router, str(path / "router.safetensors"))
     meta = {"format": "nr-lightning-stack", "mode": "stack", "extensions": names, "router": bool(router)}
-    (path / STACK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(path / STACK_FILE, meta)
     return path
 
 
