@@ -89,7 +89,7 @@ def ensure_html_pages() -> Path:
                 f = tf.extractfile(m)
                 assert f is not None
                 (out / Path(m.name).name).write_bytes(f.read())
-    marker.write_text("ok\n")
+    marker.write_text("ok\n", encoding="utf-8")
     return out
 
 

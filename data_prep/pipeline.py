@@ -155,14 +155,14 @@ def _check_resume(cfg: PrepConfig) -> None:
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
     if saved.is_file():
-        old = json.loads(saved.read_text())
+        old = json.loads(saved.read_text(encoding="utf-8"))
         if old != fp:
             diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
             raise ConfigError(f"{out} holds a run with different options ({', '.join(diff)}); "
                               "use another output dir or overwrite=true")
     saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(fp, indent=1))
-    (out / "_logs" / "config.yaml").write_text(to_yaml(cfg))
+    saved.write_text(json.dumps(fp, indent=1), encoding="utf-8")
+    (out / "_logs" / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
 
 
 def run(cfg: PrepConfig) -> dict[str, Any] | None:

@@ -160,7 +160,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               "train_lines": len(train_lines), "heldout": precision_recall(model, test_lines, cfg.label) if test_lines else {},
               "options": {k: v for k, v in asdict(cfg).items() if k not in ("out",)},
               "size_bytes": out.stat().st_size}
-    Path(str(out) + ".json").write_text(json.dumps(report, indent=1))
+    Path(str(out) + ".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
 

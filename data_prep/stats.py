@@ -26,7 +26,7 @@ def _load_stage(logdir: Path) -> list[dict[str, Any]]:
 
     merged = None
     for f in sorted((logdir / "stats").glob("*.json")):
-        ps = PipelineStats.from_json(json.loads(f.read_text()))
+        ps = PipelineStats.from_json(json.loads(f.read_text(encoding="utf-8")))
         merged = ps if merged is None else merged + ps
     if merged is None:
         return []
@@ -79,7 +79,7 @@ def summarize(output: str | Path, wall_s: float | None = None, stage_wall_s: dic
         summary["workers"] = workers
         summary["throughput"] = {"records_per_s": round(records / wall_s, 1),
                                  "input_MB_per_s": round(input_bytes / 1e6 / wall_s, 3)}
-    (out / "stats.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    (out / "stats.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False), encoding="utf-8")
     if not quiet:
         print(format_summary(summary))
     return summary

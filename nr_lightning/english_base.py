@@ -125,7 +125,7 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
         return [KeepBest(curves, best)]
 
     result = train.main(args + (["ckpt_path=last"] if resume else []), extra_callbacks=extra)
-    curves = result.get("curves") or json.loads((run_dir / "curves.json").read_text())
+    curves = result.get("curves") or json.loads((run_dir / "curves.json").read_text(encoding="utf-8"))
     keep = result.get("extra_callbacks", [None])[0]
     if not (best / "model.safetensors").is_file():
         raise RuntimeError(f"no improving evaluation was saved under {best}; see {run_dir}/curves.json")
@@ -144,7 +144,7 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
             # bit-identical on the same kind of CPU: a sweep reuses an archived evaluation of equal weights
             "weights_sha256": weights_sha256(str(tmp)),
             "build_seconds_this_call": round(time.time() - t0)}
-    (tmp / "nrl_base.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (tmp / "nrl_base.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     print(f"[nr-lightning] English base: step {chosen} -> {out}", file=sys.stderr)

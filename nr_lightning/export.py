@@ -204,7 +204,7 @@ def load_exported(path: str | Path):
     if not (path / BACKBONE_FILE).is_file():
         raise FileNotFoundError(f"{path / BACKBONE_FILE} not found: load_exported reads a format=extension export; "
                                 f"hf/peft exports load with transformers/PEFT directly")
-    meta = json.loads((path / BACKBONE_FILE).read_text())
+    meta = json.loads((path / BACKBONE_FILE).read_text(encoding="utf-8"))
     backbone, tok = load_backbone(meta["name"], dtype=getattr(torch, meta.get("dtype", "float32")),
                                   seed=meta.get("seed", 0))
     model = load_stack(backbone, path) if (path / "sequence.json").is_file() else load_extension(backbone, path)

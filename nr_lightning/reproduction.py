@@ -28,7 +28,7 @@ TASKS = ("arc_easy_en", "arc_easy_fr")
 
 
 def _load(path: Path) -> dict | list | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def load_eval(path: Path) -> dict | None:
@@ -69,7 +69,7 @@ def collect(run: Path) -> dict | None:
     own_base = load_eval(run / "base_eval.json")
     wall = None
     if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
-        times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text().splitlines() if line.strip()]
+        times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
         wall = (max(times) - min(times)) / 60 if len(times) > 1 else None
     m = cfg.get("method") or {}
     return {"run": run.name, "method": m.get("name"), "gate_init": m.get("gate_init"), "alpha": m.get("alpha"),
@@ -210,7 +210,7 @@ def base_curve(meta: dict, out: Path) -> str:
     fig.savefig(out / "base_curve.png", dpi=130)
     plt.close(fig)
     text = "\n".join(lines) + "\n"
-    (out / "base_curve.md").write_text(text)
+    (out / "base_curve.md").write_text(text, encoding="utf-8")
     return text
 
 
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     bases = [b for b in (load_eval(p) for p in a.base) if b]
     base = bases[0] if bases else None
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "table.md").write_text(table(rows, bases))
-    (a.out / "gates.md").write_text(gates_table(rows))
+    (a.out / "table.md").write_text(table(rows, bases), encoding="utf-8")
+    (a.out / "gates.md").write_text(gates_table(rows), encoding="utf-8")
     write_json_atomic(a.out / "runs.json", {"base": base and {"bpb": base.get("bpb"), "tasks": base.get("tasks")},
                                             "bases": [{"label": b.get("label"), "bpb": b.get("bpb"),
                                                        "tasks": b.get("tasks")} for b in bases],
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if rows:
         curves_plot(rows, a.out / "curves.png")
     if a.base_meta and a.base_meta.is_file():
-        print(base_curve(json.loads(a.base_meta.read_text()), a.out))
+        print(base_curve(json.loads(a.base_meta.read_text(encoding="utf-8")), a.out))
     print(table(rows, bases))
     print(gates_table(rows))
     return rows

@@ -65,7 +65,7 @@ def fake_run(root, method: str = "neutral", **overrides: str):
     cfg = compose([f"method={method}", "backbone=tiny", *(f"{k}={v}" for k, v in overrides.items())])
     run = Path(root) / f"run-{method}"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(to_yaml(cfg))
+    (run / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
     backbone, _ = load_backbone("tiny", seed=cfg.seed)
     m = cfg.method
     model = extend(backbone, method=method, budget=m.budget, gate=m.gate, init=m.init, placement=m.placement,

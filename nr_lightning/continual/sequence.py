@@ -349,7 +349,7 @@ class Sequence:
             key = json.dumps([self.cfg.backbone.name, self.cfg.backbone.dtype, ev.max_length, texts[c]])
             f = cache / f"baseline-{c}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
             if f.is_file():
-                out[c] = float(json.loads(f.read_text())["bpb"])
+                out[c] = float(json.loads(f.read_text(encoding="utf-8"))["bpb"])
                 continue
             out[c] = self.evaluate(backbone, tok, [c])[c]
             cache.mkdir(parents=True, exist_ok=True)
@@ -395,7 +395,7 @@ class Sequence:
 
     def write(self, matrix: dict, k: int) -> None:
         write_json_atomic(self.dir / MATRIX_JSON, matrix)
-        (self.dir / MATRIX_MD).write_text(matrix_markdown(matrix))
+        (self.dir / MATRIX_MD).write_text(matrix_markdown(matrix), encoding="utf-8")
         # load_stack reads <dir>/router.safetensors: the router of the newest stage, trained over all stages
         router = self.seq.strategy == "moe" and self.seq.router == "learned" and k > 0
         if router:
@@ -412,7 +412,7 @@ def load_sequence(path: str | Path, after_stage: int | None = None) -> tuple[nn.
     """(model, tokenizer) of a sequence run directory after stage ``after_stage`` (1-based; default: the last
     completed), rebuilt from disk as the run evaluated it, for every strategy."""
     path = Path(path)
-    meta = json.loads((path / SEQUENCE_FILE).read_text())
+    meta = json.loads((path / SEQUENCE_FILE).read_text(encoding="utf-8"))
     opts = {k: v for k, v in meta["sequence"].items() if k in SEQ_KEYS} | {"run_dir": str(path)}
     run = Sequence(SequenceConfig(**opts), list(meta["train_args"]))
     run.ext = [path / e for e in meta["extensions"]]

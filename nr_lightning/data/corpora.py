@@ -207,7 +207,7 @@ def prepare(langs: Iterable[str] = ("en", "fr", "de"), root: str | os.PathLike |
     log = (lambda *a: None) if quiet else (lambda *a: print("[corpora]", *a, flush=True))
 
     manifest_path = out / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     manifest.setdefault("corpora", {})
     manifest.setdefault("packages", {})
     manifest["format"] = "one JSON object per line: {\"id\": str, \"text\": str}"
@@ -217,7 +217,7 @@ def prepare(langs: Iterable[str] = ("en", "fr", "de"), root: str | os.PathLike |
     todo = [n for n in names if force or not (out / n / ".done").is_file()]
     for n in names:
         if n not in todo:
-            done = json.loads((out / n / ".done").read_text())
+            done = json.loads((out / n / ".done").read_text(encoding="utf-8"))
             log(f"{n}: already prepared ({done['train']['docs']} train / {done['heldout']['docs']} heldout docs) "
                 f"in {out / n}")
     wheels: dict[str, Path] = {}

@@ -38,7 +38,7 @@ def backbone_row(ev, run_cfg) -> dict:
 
     path = baseline_file(ev, run_cfg)
     if path.is_file():
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     bare = replace(ev, run=None, backbone=ev.backbone or run_cfg.backbone.name, seed=run_cfg.seed, out=None,
                    data=OmegaConf.to_container(OmegaConf.structured(run_cfg.data)), baseline=False)
     result = evaluate(bare)

@@ -27,8 +27,8 @@ def collect(run_dir: Path) -> dict | None:
     evalf = run_dir / "eval.json"
     if not metrics.is_file() and not evalf.is_file():
         return None
-    m = json.loads(metrics.read_text()) if metrics.is_file() else {}
-    e = json.loads(evalf.read_text()) if evalf.is_file() else {}
+    m = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+    e = json.loads(evalf.read_text(encoding="utf-8")) if evalf.is_file() else {}
     cfg = m.get("config") or e.get("config") or {}
     method = (cfg.get("method") or {}).get("name") or ("backbone" if e.get("backbone") and not e.get("run") else "?")
     lang = cfg.get("lang") or next((k for k in (e.get("bpb") or {}) if k != "en"), None) or \
@@ -142,8 +142,8 @@ def sequence_markdown(dirs: list[Path]) -> str | None:
     for d in dirs:
         f, meta = d / "forgetting.json", d / "sequence.json"
         if f.is_file():
-            m = json.loads(f.read_text())
-            opts = (json.loads(meta.read_text()).get("sequence") or {}) if meta.is_file() else {}
+            m = json.loads(f.read_text(encoding="utf-8"))
+            opts = (json.loads(meta.read_text(encoding="utf-8")).get("sequence") or {}) if meta.is_file() else {}
             mats.append((d.name, m, opts))
     if not mats:
         return None
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(args.out) if args.out else (dirs[0].parent if dirs else Path("."))
     if seq_md is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "sequences.md").write_text(seq_md)
+        (out / "sequences.md").write_text(seq_md, encoding="utf-8")
         print(seq_md)
         print(f"[nr-lightning] wrote {out / 'sequences.md'}", file=sys.stderr)
     if not rows:
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows.sort(key=lambda r: (r["lang"] or "", r["method"] != "backbone", r["method"], r["run"]))
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows)
-    (out / "report.md").write_text(md)
-    with open(out / "report.csv", "w", newline="") as f:
+    (out / "report.md").write_text(md, encoding="utf-8")
+    with open(out / "report.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerows({c: r.get(c) for c in COLUMNS} for r in rows)

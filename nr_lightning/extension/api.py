@@ -285,7 +285,7 @@ def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
     for f in (cfg_file, weights_file):
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found: `path` must be a directory written by save_extension()")
-    meta = json.loads(cfg_file.read_text())
+    meta = json.loads(cfg_file.read_text(encoding="utf-8"))
     known = {f.name for f in fields(ExtensionConfig)}
     cfg = ExtensionConfig(**{k: v for k, v in meta.items() if k in known})
     ffns = find_ffns(backbone)

@@ -78,7 +78,7 @@ def merge_task_tensors(tensors: list[torch.Tensor], method: str = "linear", weig
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(path)
-    return json.loads((path / CONFIG_FILE).read_text()), load_file(str(path / WEIGHTS_FILE))
+    return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")), load_file(str(path / WEIGHTS_FILE))
 
 
 def lora_deltas(tensors: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:

@@ -180,7 +180,7 @@ def save_stages(model: nn.Module, path: str | Path) -> Path:
 
 
 def _read_config(path: Path) -> ExtensionConfig:
-    meta = json.loads((path / CONFIG_FILE).read_text())
+    meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     known = {f.name for f in fields(ExtensionConfig)}
     return ExtensionConfig(**{k: v for k, v in meta.items() if k in known})
 
@@ -211,7 +211,7 @@ def load_stages(backbone: nn.Module, paths: list[str | Path]) -> nn.Module:
 def load_stack(backbone: nn.Module, path: str | Path) -> nn.Module:
     """Load what save_stages (or a `nr_lightning.sequence` run with strategy=stack) wrote at `path`."""
     path = Path(path)
-    meta = json.loads((path / STACK_FILE).read_text())
+    meta = json.loads((path / STACK_FILE).read_text(encoding="utf-8"))
     model = load_stages(backbone, [path / e for e in meta["extensions"]])
     if meta.get("router"):
         add_router(model)

@@ -204,7 +204,7 @@ def backbone_config(name: str, trust_remote_code: bool = False) -> Any:
     if p.is_file() and p.suffix == ".json":
         import json
 
-        d = json.loads(p.read_text())
+        d = json.loads(p.read_text(encoding="utf-8"))
         return AutoConfig.for_model(d.pop("model_type"), **d)
     if p.exists() or name.startswith((".", "/", "~")):
         if not p.exists():

@@ -28,7 +28,7 @@ SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher
 # -------------------------------------------------------------------------------------------------- local
 def _final_bpb(run: Run) -> dict:
     try:
-        return json.loads((run.run_dir / "metrics.json").read_text()).get("final_bpb") or {}
+        return json.loads((run.run_dir / "metrics.json").read_text(encoding="utf-8")).get("final_bpb") or {}
     except (OSError, ValueError):
         return {}
 
@@ -117,7 +117,7 @@ def find_reference(archive: Path | None, stamp: dict | None) -> Path | None:
         if p.name not in ("base_eval.json", "eval.json"):
             continue
         try:
-            ref = json.loads(p.read_text()).get("reference")
+            ref = json.loads(p.read_text(encoding="utf-8")).get("reference")
         except (OSError, ValueError, AttributeError):
             continue
         if ref == stamp:
@@ -166,7 +166,7 @@ def _eval_jobs(run: Run, eval_args: list[str], seen: set,
 
 def stamp_reference(out: Path, stamp: dict) -> None:
     """Record in a backbone reference `eval.json` which weights and arguments produced it (`find_reference`)."""
-    write_json_atomic(out, {**json.loads(out.read_text()), "reference": stamp})
+    write_json_atomic(out, {**json.loads(out.read_text(encoding="utf-8")), "reference": stamp})
 
 
 def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set, archive: Path | None = None) -> None:
@@ -197,7 +197,7 @@ def machine_label() -> str:
     """This machine in a few words (cores, CPU model, the ISA that decides bf16 speed), for archived results."""
     cpu, isa = "CPU", ""
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         cpu = next((x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), cpu)
         flags = set(next((x for x in info.splitlines() if x.startswith("flags")), "").split())
         isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
@@ -236,7 +236,7 @@ def archive_run(run: Run, dest: Path) -> Path:
                 copied.append(f.name)
     ref = backbone_reference(run)
     if ref.is_file() and not (out / "base_eval.json").is_file():
-        base = json.loads(ref.read_text())
+        base = json.loads(ref.read_text(encoding="utf-8"))
         # a reference reused from the archive keeps the label of the machine that computed it
         base.setdefault("label", f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}")
         write_json_atomic(out / "base_eval.json", base, indent=1)
@@ -311,7 +311,7 @@ def submit_slurm(sweep: Sweep, scale: str, runs: list[Run], script: Path, sbatch
     if shutil.which("sbatch") is None:
         raise SweepError("sbatch not found on PATH: --slurm needs a SLURM login node (or run locally without it)")
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    lines_file.write_text(header + "\n" + "\n".join(lines) + "\n")
+    lines_file.write_text(header + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
     log(f"{len(todo)} array task(s), overrides in {lines_file}")
     log(shlex.join(cmd))
     proc = subprocess.run(cmd, env={**os.environ, "NRL_SWEEP": str(lines_file)}, cwd=REPO, capture_output=True,

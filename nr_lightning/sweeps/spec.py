@@ -131,7 +131,7 @@ def resolve_path(spec: str | Path) -> Path:
 def load_sweep(spec: str | Path) -> Sweep:
     """Parse and check a sweep file (structure only; configs are checked by `expand`)."""
     path = resolve_path(spec)
-    node = yaml.safe_load(path.read_text()) or {}
+    node = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(node, dict):
         raise SweepError(f"{path}: expected a mapping at the top level")
     unknown = set(node) - SWEEP_KEYS

@@ -299,14 +299,14 @@ class LossHistory(L.Callback):
         if trainer.is_global_zero:
             rec = {"step": int(trainer.global_step), "loss": float(t[0] / t[1]) if t[1] else float("nan"),
                    "tokens": int(t[2]), "time": round(time.time(), 3)}
-            with open(self.path, "a") as f:
+            with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
 
 
 def read_losses(path: str | Path) -> dict[int, float]:
     """step -> loss from a ``losses.jsonl`` (the last record for a step wins, e.g. after a resume)."""
     out: dict[int, float] = {}
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
             rec = json.loads(line)
             out[int(rec["step"])] = float(rec["loss"])

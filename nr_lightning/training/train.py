@@ -97,7 +97,7 @@ def prepare_run_dir(path: Path, resuming: bool, min_free_gb: float = 1.0, overwr
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write_test-{socket.gethostname()}-{os.getpid()}"  # per process: ranks probe concurrently
-        probe.write_text("ok")
+        probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"run directory {path} is not writable ({e.strerror}); set run_dir=PATH or runs_root=PATH "
@@ -232,8 +232,8 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=
     if rank_zero:  # every check passed: only now touch the run directory
         if cfg.overwrite:
             clear_outputs(run_dir)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        (run_dir / "plan.txt").write_text(run_summary + "\n")  # the run summary; the file name stays (archived runs)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (run_dir / "plan.txt").write_text(run_summary + "\n", encoding="utf-8")  # the run summary; the file name stays (archived runs)
     extra = list(extra_callbacks(callbacks)) if extra_callbacks else []
     callbacks += extra
     trainer = _trainer(cfg, module.model, run_dir, callbacks)
