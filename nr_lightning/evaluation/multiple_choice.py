@@ -21,6 +21,8 @@ the softmax (and, for HF models, the LM head: ``logits_to_keep``).
 from __future__ import annotations
 
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,23 @@ from nr_lightning.evaluation.scoring import (
 from nr_lightning.evaluation.tasks import NORMALIZATIONS, UNCONDITIONAL_PROMPT, Task, build_context, load_task
 
 MIN_SHARED_PREFIX = 32  # shorter shared contexts are cheaper in the plain batched path
+PROGRESS_EVERY_S = 60.0  # a 1,000-item task runs for minutes on CPU: say how far it is, at most once a minute
+
+
+class _Progress:
+    """One stderr line per PROGRESS_EVERY_S seconds: ``label: done/total prompts, elapsed, ~left``."""
+
+    def __init__(self, label: str | None, total: int) -> None:
+        self.label, self.total, self.t0 = label, total, time.perf_counter()
+        self.last = self.t0
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if self.label is None or now - self.last < PROGRESS_EVERY_S or not 0 < done < self.total:
+            return
+        self.last, elapsed = now, now - self.t0
+        print(f"  {self.label}: {done}/{self.total} prompts scored, {elapsed:.0f} s, "
+              f"~{elapsed * (self.total - done) / done:.0f} s left", file=sys.stderr, flush=True)
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -54,12 +73,14 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 
 
 def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], *, max_length: int | None = None,
-                   batch_size: int = 8, prefix_cache: bool | None = None) -> list[tuple[float, int]]:
+                   batch_size: int = 8, prefix_cache: bool | None = None,
+                   progress: str | None = None) -> list[tuple[float, int]]:
     """(log-probability in nats, continuation token count) of each ``(context, continuation)``.
 
     ``prefix_cache`` (default: when ``model.forward`` takes ``past_key_values``) runs each shared
     context of >= MIN_SHARED_PREFIX tokens once and scores its continuations from the KV cache;
-    requests that need left truncation, and all others, go through the batched path.
+    requests that need left truncation, and all others, go through the batched path. ``progress``: a label
+    under which the KV-cache path reports how many prompts it has scored, once a minute, on stderr.
     """
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
@@ -80,7 +101,9 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], *, max_length
             if len(ctx) >= MIN_SHARED_PREFIX and len(ctx) + len(cont) <= max_length + 1:
                 groups.setdefault(tuple(ctx), []).append(i)
         shared: set[int] = set()
-        for ctx, members in groups.items():
+        report = _Progress(progress, len(groups))
+        for done, (ctx, members) in enumerate(groups.items()):
+            report(done)
             if len(members) < 2:
                 continue
             try:
@@ -176,7 +199,7 @@ def multiple_choice(
                     uncond_index[c] = len(pairs)
                     pairs.append((UNCONDITIONAL_PROMPT, " " + c))
     results = loglikelihoods(model, tokenizer, pairs, max_length=max_length, batch_size=batch_size,
-                             prefix_cache=prefix_cache)
+                             prefix_cache=prefix_cache, progress=loaded.spec.name)
 
     norms = ["none", "per_token", "per_char"] + (["pmi"] if normalization == "pmi" else [])
     correct = dict.fromkeys(norms, 0)

@@ -173,3 +173,21 @@ def test_prefix_cache_through_a_lora_model(smollm2_tokenizer):
     b = multiple_choice(model, tok, task, prefix_cache=False, **kw)
     for x, y in zip(a["items"], b["items"]):
         assert x["logprobs"] == pytest.approx(y["logprobs"], abs=1e-3) and x["preds"] == y["preds"]
+
+
+def test_progress_lines_on_stderr(smollm2_tokenizer, monkeypatch, capsys):
+    """A long task says how far it is (prompts scored, time left) on stderr; numbers are unchanged."""
+    import importlib
+
+    mc = importlib.import_module("nr_lightning.evaluation.multiple_choice")  # the package re-exports the function
+
+    tok = smollm2_tokenizer
+    model = toy_model("llama", vocab_size=len(tok))
+    quiet = multiple_choice(model, tok, "arc_easy_en", limit=3, max_length=600)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(mc, "PROGRESS_EVERY_S", 0.0)
+    loud = multiple_choice(model, tok, "arc_easy_en", limit=3, max_length=600)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"  arc_easy_en: {i}/3 prompts scored" + line.split("scored", 1)[1] for i, line in
+                     zip((1, 2), lines)] and all("s left" in line for line in lines)
+    assert loud["acc_norm"] == quiet["acc_norm"]
