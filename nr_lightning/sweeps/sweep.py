@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--archive", default=None, help="copy each finished (and evaluated) run's small files (configs, "
                                                     "curves, metrics, eval JSON; no weights) to DIR/<run>/; runs "
                                                     "found finished there are restored, not trained again")
+    ap.add_argument("--retrain", action="store_true", help="with --archive: train the selected runs again even if the "
+                                                           "archive holds them finished (e.g. to add an evaluation or "
+                                                           "check that a row reproduces); their archived files are "
+                                                           "replaced when the new run is done. A run finished in its "
+                                                           "own directory is still skipped: move that away first")
     ap.add_argument("--only", default=None, help="comma-separated glob(s) on run names, e.g. 't8-neutral-*'")
     ap.add_argument("--in-process", action="store_true", help="train in this process (default: one subprocess "
                                                               "per run, so a crash or OOM does not end the sweep)")
@@ -106,7 +111,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_runs(sweep, scale, runs)
         return []
     log(f"{sweep.stem} scale={scale}: {len(runs)} run(s), {sum(r.state() == 'done' for r in runs)} finished")
-    if args.archive:
+    if args.archive and args.retrain:
+        again = [r.name for r in runs if r.state() == "new" and (Path(args.archive) / r.run_dir.name / "metrics.json").is_file()]
+        log(f"--retrain: {len(again)} run(s) finished in the archive will be trained again: {', '.join(again) or '-'}")
+    elif args.archive:
         restore_archived(runs, Path(args.archive))
     eval_args = [*sweep.scales[scale].evaluate, *shlex.split(args.eval_args)]
     seen: set = set()

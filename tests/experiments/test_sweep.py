@@ -306,6 +306,16 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     assert [e.split()[0] for e in events] == ["eval"] and "backbone=tiny" in events[0]
     assert (root / "tiny-p0-cpu" / "eval.json").read_text() == "{}"
 
+    # --retrain: an archived row is trained, evaluated and archived again (here: only the one --only names)
+    shutil.rmtree(root)
+    events.clear()
+    (tmp_path / "arch" / "tiny-p0-cpu" / "eval.json").write_text('{"old": 1}')
+    main([*argv, "--retrain", "--only", "tiny-p0-cpu"])
+    assert [" ".join(e.split()[:2]) for e in events] == [
+        "train tiny-p0-cpu", f"eval run={root / 'tiny-p0-cpu'}", "eval backbone=tiny"]
+    assert (tmp_path / "arch" / "tiny-p0-cpu" / "eval.json").read_text() == "{}"
+    assert not (root / "tiny-p0.5-cpu").exists()
+
 
 def test_backbone_reference_reused_for_identical_weights(tmp_path, monkeypatch):
     """A rebuilt base with the same weights (same sha256) and the same evaluate arguments is not evaluated again:
