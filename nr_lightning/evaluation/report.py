@@ -5,8 +5,9 @@
     python -m nr_lightning.report runs/seq-* --out docs/results/sequence   # sequences -> sequences.md
 
 A run contributes its final held-out bpb (metrics.json, or eval.json when `make eval` ran, which wins)
-and its downstream task averages (eval.json). A run directory named `backbone*` or an eval.json with
-no run (a bare backbone) is drawn as the reference star.
+and its downstream task averages (eval.json). Δ columns: from the run's own eval.json (`baseline=true`), else
+against the backbone row given alongside that was scored the same way (the sweep's `--evaluate`). A run
+directory named `backbone*` or an eval.json with no run (a bare backbone) is drawn as the reference star.
 """
 
 from __future__ import annotations
@@ -49,9 +50,28 @@ def collect(run_dir: Path) -> dict | None:
                 "Δtasks_target": (delta.get("task_average") or {}).get(lang)})
     row["bpb_sum"] = row["bpb_en"] + row["bpb_target"] if row["bpb_en"] is not None and row["bpb_target"] is not None \
         else None
+    # what fill_deltas matches a run to its backbone row by: the same weights, scored the same way
+    ev = e.get("eval_args") or {}
+    row["_ref"] = ((cfg.get("backbone") or {}).get("name") or e.get("backbone"), lang,
+                   ev.get("max_docs"), ev.get("max_length"), tuple(sorted(e.get("tasks") or {})))
     if method == "finetune":
         row["budget"] = None
     return row
+
+
+def fill_deltas(rows: list[dict]) -> None:
+    """Δ columns of runs evaluated without their own baseline (the sweep's `--evaluate` scores the backbone once
+    instead, `baseline=false`): against the backbone row of this report with the same backbone, language,
+    held-out documents, window and tasks. A Δ from the run's own eval.json is kept."""
+    refs = {r["_ref"]: r for r in rows if r["method"] == "backbone"}
+    for r in rows:
+        ref = refs.get(r["_ref"])
+        if ref is None or ref is r:
+            continue
+        for d, c in (("Δbpb_en", "bpb_en"), ("Δbpb_target", "bpb_target"), ("Δtasks_en", "tasks_en"),
+                     ("Δtasks_target", "tasks_target")):
+            if r.get(d) is None and r.get(c) is not None and ref.get(c) is not None:
+                r[d] = r[c] - ref[c]
 
 
 def _effective_lr(cfg: dict) -> float | None:
@@ -191,6 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print("error: no run with metrics.json or eval.json among the given directories "
               f"({len(dirs)} directories); train with `make train` first", file=sys.stderr)
         sys.exit(2)
+    fill_deltas(rows)
     rows.sort(key=lambda r: (r["lang"] or "", r["method"] != "backbone", r["method"], r["run"]))
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows)

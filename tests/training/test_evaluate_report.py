@@ -143,3 +143,32 @@ def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, f
     row = collect(run)
     assert row["Δbpb_en"] == pytest.approx(second["delta"]["bpb"]["en"])
     assert f"{row['Δbpb_target']:+.4f}" in markdown([row])
+
+
+def test_report_deltas_against_the_backbone_row_of_the_same_evaluation(tmp_path):
+    """The sweep evaluates runs with baseline=false and the backbone once: the report's Δ columns come from that
+    backbone row, but only when it was scored the same way (documents, window, tasks)."""
+    from nr_lightning.evaluation.report import main
+
+    args = {"max_docs": 1000, "max_length": 512}
+    tasks = {"arc_easy_en": {}, "arc_easy_fr": {}}
+
+    def write(name, e, cfg=None):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "eval.json").write_text(json.dumps({"eval_args": args, "tasks": tasks, **e, **({"config": cfg} if cfg else {})}))
+        return d
+
+    cfg = {"lang": "fr", "backbone": {"name": "base-en"}, "method": {"name": "finetune", "lr": 5e-4}}
+    base = write("backbone-base-en-fr", {"backbone": "base-en", "bpb": {"en": 0.959, "fr": 1.731},
+                                         "task_average": {"en": 0.590, "fr": 0.301}})
+    run = write("ft", {"run": "ft", "backbone": "base-en", "bpb": {"en": 1.073, "fr": 1.199},
+                       "task_average": {"en": 0.544, "fr": 0.320}}, cfg)
+    other = write("ft-other-window", {"run": "x", "backbone": "base-en", "bpb": {"en": 1.0, "fr": 1.2},
+                                      "eval_args": {**args, "max_length": 1024}}, cfg)
+    rows = {r["run"]: r for r in main([str(base), str(run), str(other), "--out", str(tmp_path / "rep")])}
+    assert rows["ft"]["Δbpb_en"] == pytest.approx(0.114) and rows["ft"]["Δbpb_target"] == pytest.approx(-0.532)
+    assert rows["ft"]["Δtasks_en"] == pytest.approx(-0.046) and rows["ft"]["Δtasks_target"] == pytest.approx(0.019)
+    assert rows["ft-other-window"]["Δbpb_en"] is None and rows["backbone-base-en-fr"]["Δbpb_en"] is None
+    assert "| ft | finetune | fr |" in (tmp_path / "rep" / "report.md").read_text() and "+0.1140" in \
+        (tmp_path / "rep" / "report.md").read_text()
