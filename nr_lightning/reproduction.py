@@ -64,7 +64,7 @@ def collect(run: Path) -> dict | None:
         if r:
             acc = r.get("acc_norm", r.get("acc"))
             tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
-                        "n": r["n"]}
+                        "n": r["n"], "correct": r.get("correct"), "items_sha256": r.get("items_sha256")}
     gates = _load(run / "gates.json") or []
     own_base = load_eval(run / "base_eval.json")
     wall = None
@@ -103,6 +103,14 @@ def _acc(r: dict | None) -> str:
     return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
 
 
+def _paired(task: dict, base: dict | None, name: str) -> str:
+    """`` (p = …)``: McNemar's exact test against the base on the same items, when both kept them."""
+    from .evaluation.multiple_choice import paired_test
+
+    test = paired_test(task, ((base or {}).get("tasks") or {}).get(name) or {})
+    return "" if test is None else f" (p = {test['p']:.2g})"
+
+
 def table(rows: list[dict], base: dict | list[dict] | None) -> str:
     """Final numbers and deltas; each run's delta is against its own base (`base_eval.json`), else the first
     of `base` (one eval, or several: every build of the base is listed, with or without runs of its own)."""
@@ -128,8 +136,9 @@ def table(rows: list[dict], base: dict | list[dict] | None) -> str:
         lines.append(f"| {name} | {en:.4f} | {new:.4f} | {en + new:.4f} | {_acc(bt.get(TASKS[0]))} | "
                      f"{_acc(bt.get(TASKS[1]))} | 0 | – | eval.json |" + (f" {letter(b)} |" if many else ""))
     for r in rows:
-        tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" if t in r["tasks"] else "–" for t in TASKS]
         b = which(r.get("base")) or which(base)
+        tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" + _paired(r["tasks"][t], b, t)
+              if t in r["tasks"] else "–" for t in TASKS]
         from_eval = b is not None and r["source"].startswith("eval")
         ref_en = b["bpb"].get("en") if from_eval else r["start"]["en"]
         ref_new = b["bpb"].get("fr") if from_eval else r["start"]["new"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ..io import write_json_atomic
+from .multiple_choice import paired_test
 
 
 def _key(ev, run_cfg) -> dict:
@@ -49,7 +50,8 @@ def backbone_row(ev, run_cfg) -> dict:
 
 
 def deltas(result: dict, base: dict) -> dict:
-    """Run minus backbone for every bpb, accuracy and task average both hold."""
+    """Run minus backbone for every bpb, accuracy and task average both hold (per task, also McNemar's exact
+    test on the items when both evaluations kept them: ``paired``)."""
     out: dict = {"bpb": {}, "tasks": {}, "task_average": {}}
     for k, v in result.get("bpb", {}).items():
         if k in base.get("bpb", {}):
@@ -58,6 +60,9 @@ def deltas(result: dict, base: dict) -> dict:
         b = base.get("tasks", {}).get(k)
         if b:
             out["tasks"][k] = {"acc": r["acc"] - b["acc"], "acc_norm": r["acc_norm"] - b["acc_norm"]}
+            paired = paired_test(r, b)  # item by item: resolves smaller differences than the two stderrs
+            if paired is not None:
+                out["tasks"][k]["paired"] = paired
     for k, v in result.get("task_average", {}).items():
         if k in base.get("task_average", {}):
             out["task_average"][k] = v - base["task_average"][k]

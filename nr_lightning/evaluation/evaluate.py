@@ -180,7 +180,9 @@ def table(result: dict) -> str:
                  else f"{r['acc']:.3f} / {r['acc_norm']:.3f}")
         dt = d and d["tasks"].get(k)
         lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {value} |"
-                     + ("" if not d else f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f} |" if dt else " – |"))
+                     + ("" if not d else f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f}"
+                        + (f" (paired p = {dt['paired']['p']:.2g})" if dt.get("paired") else "") + " |"
+                        if dt else " – |"))
     for k, v in result.get("task_average", {}).items():
         lines.append(f"| task average {k} | {v:.3f} |" + delta(d and d["task_average"].get(k), ".3f"))
     return "\n".join(lines)

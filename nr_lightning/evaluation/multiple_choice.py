@@ -20,6 +20,7 @@ the softmax (and, for HF models, the LM head: ``logits_to_keep``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -154,6 +155,21 @@ def accuracy_stderr(correct: int, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / (n - 1))
 
 
+def paired_test(a: dict, b: dict) -> dict | None:
+    """Exact McNemar test between two evaluations of the same task (``multiple_choice`` results): how many items
+    only ``a`` gets right, only ``b`` gets right, and the two-sided p-value of that split under "no difference"
+    (binomial, 1/2). Pairing removes the item difficulty both share, so it resolves far smaller differences
+    than the two accuracies' standard errors. None when either lacks per-item results or the items differ."""
+    ca, cb = a.get("correct"), b.get("correct")
+    if not ca or not cb or a.get("items_sha256") != b.get("items_sha256") or len(ca) != len(cb):
+        return None
+    only_a = sum(x == "1" and y == "0" for x, y in zip(ca, cb))
+    only_b = sum(x == "0" and y == "1" for x, y in zip(ca, cb))
+    k, m = min(only_a, only_b), only_a + only_b  # by hand: scipy is not a dependency of the package
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m) if m else 1.0
+    return {"only_a": only_a, "only_b": only_b, "n": len(ca), "diff": (only_a - only_b) / len(ca), "p": p}
+
+
 def multiple_choice(
     model,
     tokenizer,
@@ -204,6 +220,7 @@ def multiple_choice(
     norms = ["none", "per_token", "per_char"] + (["pmi"] if normalization == "pmi" else [])
     correct = dict.fromkeys(norms, 0)
     records = []
+    hits = []  # per item, under `normalization`: what a paired comparison of two models needs (paired_test)
     pos = 0
     for ctx, item in zip(contexts, loaded.items):
         k = len(item["choices"])
@@ -214,6 +231,7 @@ def multiple_choice(
         preds = {nm: _argmax(normalized_scores(lps, ntok, item["choices"], nm, uncond)) for nm in norms}
         for nm in norms:
             correct[nm] += int(preds[nm] == item["label"])
+        hits.append("1" if preds[normalization] == item["label"] else "0")
         if return_items:
             records.append({"id": item.get("id"), "label": item["label"], "pred": preds[normalization],
                             "preds": preds, "logprobs": lps, "n_tokens": ntok, "unconditional": uncond,
@@ -224,6 +242,9 @@ def multiple_choice(
     out.update({f"acc_{nm}": correct[nm] / n for nm in norms})
     out["acc_stderr"], out["acc_norm_stderr"] = accuracy_stderr(correct["none"], n), \
         accuracy_stderr(correct[normalization], n)
+    out["correct"] = "".join(hits)
+    out["items_sha256"] = hashlib.sha256("\n".join(str(it.get("id", i)) for i, it in enumerate(loaded.items))
+                                         .encode("utf-8")).hexdigest()
     if return_items:
         out["items"] = records
     return out

@@ -191,3 +191,29 @@ def test_progress_lines_on_stderr(smollm2_tokenizer, monkeypatch, capsys):
     assert lines == [f"  arc_easy_en: {i}/3 prompts scored" + line.split("scored", 1)[1] for i, line in
                      zip((1, 2), lines)] and all("s left" in line for line in lines)
     assert loud["acc_norm"] == quiet["acc_norm"]
+
+
+def test_paired_test_matches_scipy_binomtest():
+    """McNemar's exact test = a two-sided binomial test on the discordant items (scipy as the reference)."""
+    from scipy.stats import binomtest
+
+    from nr_lightning.evaluation.multiple_choice import paired_test
+
+    sha = {"items_sha256": "x"}
+    a = {"correct": "1" * 40 + "0" * 12 + "1" * 3 + "0" * 45, **sha}
+    b = {"correct": "1" * 40 + "1" * 12 + "0" * 3 + "0" * 45, **sha}
+    r = paired_test(a, b)
+    assert (r["only_a"], r["only_b"], r["n"]) == (3, 12, 100) and r["diff"] == pytest.approx(-0.09)
+    assert r["p"] == pytest.approx(binomtest(3, 15, 0.5).pvalue, rel=1e-12)
+    assert paired_test(a, a)["p"] == 1.0
+    assert paired_test(a, {**b, "items_sha256": "y"}) is None and paired_test(a, {"acc": 0.5}) is None
+
+
+def test_per_item_results_agree_with_the_accuracy(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    model = toy_model("llama", vocab_size=len(tok))
+    r = multiple_choice(model, tok, "arc_easy_en", limit=6, max_length=600, return_items=True)
+    assert len(r["correct"]) == 6 and r["correct"].count("1") / 6 == pytest.approx(r["acc_norm"])
+    assert r["correct"] == "".join("1" if it["pred"] == it["label"] else "0" for it in r["items"])
+    assert r["items_sha256"] == multiple_choice(model, tok, "arc_easy_en", limit=6, max_length=600)["items_sha256"]
+    assert r["items_sha256"] != multiple_choice(model, tok, "arc_easy_en", limit=5, max_length=600)["items_sha256"]

@@ -138,6 +138,9 @@ def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, f
     assert r["acc_stderr"] == pytest.approx(accuracy_stderr(round(r["acc"] * 5), 5))
     out = capsys.readouterr().out
     assert "Δ vs backbone" in out and "±" in out
+    paired = second["delta"]["tasks"]["arc_challenge_fr"]["paired"]  # item by item against the backbone row
+    assert paired["n"] == 5 and paired["diff"] == pytest.approx(second["delta"]["tasks"]["arc_challenge_fr"]["acc_norm"])
+    assert "paired p = " in out
     from nr_lightning.evaluation.report import collect, markdown
 
     row = collect(run)

@@ -89,3 +89,21 @@ def test_several_bases_are_listed_even_without_runs_of_their_own(tmp_path):
     assert "| English base A (first) | 0.9590 |" in md
     assert "| English base B (fp32) | 0.9591 | 1.7313 | 2.6904 | 0.592 ± 0.016 | – |" in md
     assert "0.9700 (+0.011)" in md and md.rstrip().endswith("| A |")
+
+
+def test_arc_cells_carry_the_paired_test_against_the_base_when_items_were_kept(tmp_path):
+    """A run and its base scored item by item: the ARC cell adds McNemar's p; without items it does not."""
+    from scipy.stats import binomtest
+
+    items = {"items_sha256": "s", "n": 100}
+    base_en = {"acc_norm": 0.6, "correct": "1" * 60 + "0" * 40, **items}
+    run_en = {"acc_norm": 0.5, "correct": "1" * 50 + "0" * 50, **items}  # 10 items lost, none gained
+    run = _run(tmp_path, "repro-finetune", "finetune", 0.95, 1.20,
+               {"bpb": {"en": 1.06, "fr": 1.20}, "tasks": {"arc_easy_en": run_en,
+                                                           "arc_easy_fr": {"acc_norm": 0.3, "n": 100}}})
+    (run / "base_eval.json").write_text(json.dumps({"bpb": {"en": 0.96, "fr": 1.73}, "tasks": {
+        "arc_easy_en": base_en, "arc_easy_fr": {"acc_norm": 0.3, "n": 100}}}))
+    main([str(run), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "table.md").read_text()
+    p = binomtest(0, 10, 0.5).pvalue
+    assert f"| 0.500 ± 0.050 (p = {p:.2g}) | 0.300 ± 0.046 |" in md
