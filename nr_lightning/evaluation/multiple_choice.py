@@ -21,6 +21,7 @@ the softmax (and, for HF models, the LM head: ``logits_to_keep``).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import sys
 import time
@@ -43,7 +44,8 @@ PROGRESS_EVERY_S = 60.0  # a 1,000-item task runs for minutes on CPU: say how fa
 
 
 class _Progress:
-    """One stderr line per PROGRESS_EVERY_S seconds: ``label: done/total prompts, elapsed, ~left``."""
+    """One stderr line per PROGRESS_EVERY_S seconds: ``label: done/total items, elapsed, ~left`` (items whose
+    prompt is scored from the KV cache; the few that need the batched path come after, uncounted)."""
 
     def __init__(self, label: str | None, total: int) -> None:
         self.label, self.total, self.t0 = label, total, time.perf_counter()
@@ -54,7 +56,7 @@ class _Progress:
         if self.label is None or now - self.last < PROGRESS_EVERY_S or not 0 < done < self.total:
             return
         self.last, elapsed = now, now - self.t0
-        print(f"  {self.label}: {done}/{self.total} prompts scored, {elapsed:.0f} s, "
+        print(f"  {self.label}: {done}/{self.total} items scored, {elapsed:.0f} s, "
               f"~{elapsed * (self.total - done) / done:.0f} s left", file=sys.stderr, flush=True)
 
 
@@ -156,12 +158,13 @@ def accuracy_stderr(correct: int, n: int) -> float:
 
 
 def paired_test(a: dict, b: dict) -> dict | None:
-    """Exact McNemar test between two evaluations of the same task (``multiple_choice`` results): how many items
-    only ``a`` gets right, only ``b`` gets right, and the two-sided p-value of that split under "no difference"
-    (binomial, 1/2). Pairing removes the item difficulty both share, so it resolves far smaller differences
+    """Exact McNemar test between two evaluations of the same task (``multiple_choice`` results with the same
+    items, shots and normalisation): how many items only ``a`` gets right, only ``b`` gets right, and the
+    two-sided p-value of that split under "no difference" (binomial, 1/2). Pairing removes the item difficulty both share, so it resolves far smaller differences
     than the two accuracies' standard errors. None when either lacks per-item results or the items differ."""
     ca, cb = a.get("correct"), b.get("correct")
-    if not ca or not cb or a.get("items_sha256") != b.get("items_sha256") or len(ca) != len(cb):
+    if not ca or not cb or len(ca) != len(cb) or any(a.get(k) != b.get(k) for k in ("items_sha256", "shots",
+                                                                                     "normalization")):
         return None
     only_a = sum(x == "1" and y == "0" for x, y in zip(ca, cb))
     only_b = sum(x == "0" and y == "1" for x, y in zip(ca, cb))
@@ -243,8 +246,9 @@ def multiple_choice(
     out["acc_stderr"], out["acc_norm_stderr"] = accuracy_stderr(correct["none"], n), \
         accuracy_stderr(correct[normalization], n)
     out["correct"] = "".join(hits)
-    out["items_sha256"] = hashlib.sha256("\n".join(str(it.get("id", i)) for i, it in enumerate(loaded.items))
-                                         .encode("utf-8")).hexdigest()
+    # the items themselves, not only their ids: a re-translated or relabelled fixture must not pair
+    items = [[it.get("id", i), it.get("question"), it["choices"], it["label"]] for i, it in enumerate(loaded.items)]
+    out["items_sha256"] = hashlib.sha256(json.dumps(items, ensure_ascii=False).encode("utf-8")).hexdigest()
     if return_items:
         out["items"] = records
     return out

@@ -176,7 +176,7 @@ def test_prefix_cache_through_a_lora_model(smollm2_tokenizer):
 
 
 def test_progress_lines_on_stderr(smollm2_tokenizer, monkeypatch, capsys):
-    """A long task says how far it is (prompts scored, time left) on stderr; numbers are unchanged."""
+    """A long task says how far it is (items scored, time left) on stderr; numbers are unchanged."""
     import importlib
 
     mc = importlib.import_module("nr_lightning.evaluation.multiple_choice")  # the package re-exports the function
@@ -188,7 +188,7 @@ def test_progress_lines_on_stderr(smollm2_tokenizer, monkeypatch, capsys):
     monkeypatch.setattr(mc, "PROGRESS_EVERY_S", 0.0)
     loud = multiple_choice(model, tok, "arc_easy_en", limit=3, max_length=600)
     lines = capsys.readouterr().err.splitlines()
-    assert lines == [f"  arc_easy_en: {i}/3 prompts scored" + line.split("scored", 1)[1] for i, line in
+    assert lines == [f"  arc_easy_en: {i}/3 items scored" + line.split("scored", 1)[1] for i, line in
                      zip((1, 2), lines)] and all("s left" in line for line in lines)
     assert loud["acc_norm"] == quiet["acc_norm"]
 
@@ -207,6 +207,7 @@ def test_paired_test_matches_scipy_binomtest():
     assert r["p"] == pytest.approx(binomtest(3, 15, 0.5).pvalue, rel=1e-12)
     assert paired_test(a, a)["p"] == 1.0
     assert paired_test(a, {**b, "items_sha256": "y"}) is None and paired_test(a, {"acc": 0.5}) is None
+    assert paired_test({**a, "shots": 5}, {**b, "shots": 0}) is None  # scored differently: no pairing
 
 
 def test_per_item_results_agree_with_the_accuracy(smollm2_tokenizer):
