@@ -32,8 +32,10 @@ def collect(run_dir: Path) -> dict | None:
     e = json.loads(evalf.read_text(encoding="utf-8")) if evalf.is_file() else {}
     cfg = m.get("config") or e.get("config") or {}
     method = (cfg.get("method") or {}).get("name") or ("backbone" if e.get("backbone") and not e.get("run") else "?")
+    ev = e.get("eval_args") or {}
     lang = cfg.get("lang") or next((k for k in (e.get("bpb") or {}) if k != "en"), None) or \
-        next((k for k in (m.get("final_bpb") or {}) if k != "en"), "?")
+        next((k for k in (m.get("final_bpb") or {}) if k != "en"), None) or \
+        next((k for k in (ev.get("langs") or []) if k != "en"), "?")
     bpb = dict(m.get("final_bpb") or {})
     bpb.update(e.get("bpb") or {})
     avg = e.get("task_average") or {}
@@ -50,10 +52,12 @@ def collect(run_dir: Path) -> dict | None:
                 "Δtasks_target": (delta.get("task_average") or {}).get(lang)})
     row["bpb_sum"] = row["bpb_en"] + row["bpb_target"] if row["bpb_en"] is not None and row["bpb_target"] is not None \
         else None
-    # what fill_deltas matches a run to its backbone row by: the same weights, scored the same way
-    ev = e.get("eval_args") or {}
-    row["_ref"] = ((cfg.get("backbone") or {}).get("name") or e.get("backbone"), lang,
-                   ev.get("max_docs"), ev.get("max_length"), tuple(sorted(e.get("tasks") or {})))
+    # what fill_deltas matches a run to its backbone row by: the same weights, scored the same way (the held-out
+    # files are not compared: a backbone evaluation names them as data overrides, a run reads its config)
+    row["_ref"] = (e.get("backbone") or (cfg.get("backbone") or {}).get("name"), lang,
+                   tuple(sorted(e.get("tasks") or {})),
+                   *(str(ev.get(k)) for k in ("limit", "max_docs", "max_length", "shots", "normalization", "seed")))
+    row["_own_delta"] = bool(e.get("delta"))
     if method == "finetune":
         row["budget"] = None
     return row
@@ -61,16 +65,17 @@ def collect(run_dir: Path) -> dict | None:
 
 def fill_deltas(rows: list[dict]) -> None:
     """Δ columns of runs evaluated without their own baseline (the sweep's `--evaluate` scores the backbone once
-    instead, `baseline=false`): against the backbone row of this report with the same backbone, language,
-    held-out documents, window and tasks. A Δ from the run's own eval.json is kept."""
+    instead, `baseline=false`): against the backbone row of this report with the same backbone, language, tasks
+    and evaluation settings (limit, documents, window, shots, normalisation, seed). A run whose eval.json has
+    its own Δ (`baseline=true`) keeps it whole."""
     refs = {r["_ref"]: r for r in rows if r["method"] == "backbone"}
     for r in rows:
         ref = refs.get(r["_ref"])
-        if ref is None or ref is r:
+        if ref is None or ref is r or r["_own_delta"]:
             continue
         for d, c in (("Δbpb_en", "bpb_en"), ("Δbpb_target", "bpb_target"), ("Δtasks_en", "tasks_en"),
                      ("Δtasks_target", "tasks_target")):
-            if r.get(d) is None and r.get(c) is not None and ref.get(c) is not None:
+            if r.get(c) is not None and ref.get(c) is not None:
                 r[d] = r[c] - ref[c]
 
 

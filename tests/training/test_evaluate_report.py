@@ -169,7 +169,14 @@ def test_report_deltas_against_the_backbone_row_of_the_same_evaluation(tmp_path)
                        "task_average": {"en": 0.544, "fr": 0.320}}, cfg)
     other = write("ft-other-window", {"run": "x", "backbone": "base-en", "bpb": {"en": 1.0, "fr": 1.2},
                                       "eval_args": {**args, "max_length": 1024}}, cfg)
-    rows = {r["run"]: r for r in main([str(base), str(run), str(other), "--out", str(tmp_path / "rep")])}
+    own = write("ft-own-delta", {"run": "y", "backbone": "base-en", "bpb": {"en": 1.0, "fr": 1.2},
+                                 "delta": {"bpb": {"en": 0.05}}}, cfg)
+    fewer = write("ft-limit", {"run": "z", "backbone": "base-en", "bpb": {"en": 1.0, "fr": 1.2},
+                               "eval_args": {**args, "limit": 20}}, cfg)
+    rows = {r["run"]: r for r in main([str(base), str(run), str(other), str(own), str(fewer),
+                                       "--out", str(tmp_path / "rep")])}
+    assert rows["ft-own-delta"]["Δbpb_en"] == 0.05 and rows["ft-own-delta"]["Δbpb_target"] is None
+    assert rows["ft-limit"]["Δbpb_en"] is None
     assert rows["ft"]["Δbpb_en"] == pytest.approx(0.114) and rows["ft"]["Δbpb_target"] == pytest.approx(-0.532)
     assert rows["ft"]["Δtasks_en"] == pytest.approx(-0.046) and rows["ft"]["Δtasks_target"] == pytest.approx(0.019)
     assert rows["ft-other-window"]["Δbpb_en"] is None and rows["backbone-base-en-fr"]["Δbpb_en"] is None
