@@ -222,11 +222,18 @@ def restore_archived(runs: list[Run], dest: Path) -> None:
             log(f"{run.name}: finished in the archive {src}, restored (not trained again)")
 
 
-def archive_run(run: Run, dest: Path) -> Path:
+def archive_run(run: Run, dest: Path, replace: bool = False) -> Path:
     """Copy a finished run's small files (ARCHIVED; never weights or checkpoints) to dest/<run name>/, and the
     evaluation of the backbone it started from as `base_eval.json`, labelled with this machine: a rebuilt base
-    is not bit-identical on another CPU, so each archived run keeps its own reference (docs/reproduction.md)."""
+    is not bit-identical on another CPU, so each archived run keeps its own reference (docs/reproduction.md).
+    `replace` (a row trained again, `--retrain`): first remove the files archived before, so that none of the
+    old run's (a companion `eval_tasks.json`, its base) is read as the new run's."""
     out = dest / run.run_dir.name
+    if replace and out.is_dir():
+        old = sorted(f.name for f in out.iterdir() if f.is_file())
+        for name in old:
+            (out / name).unlink()
+        log(f"{run.name}: trained again, its earlier archived files removed: {', '.join(old) or 'none'}")
     out.mkdir(parents=True, exist_ok=True)
     copied = []
     for pattern in ARCHIVED:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--retrain", action="store_true", help="with --archive: train the selected runs again even if the "
                                                            "archive holds them finished (e.g. to add an evaluation or "
                                                            "check that a row reproduces); their archived files are "
-                                                           "replaced when the new run is done. A run finished in its "
+                                                           "replaced (git keeps the old ones) when the new run is done. A run finished in its "
                                                            "own directory is still skipped: move that away first")
     ap.add_argument("--only", default=None, help="comma-separated glob(s) on run names, e.g. 't8-neutral-*'")
     ap.add_argument("--in-process", action="store_true", help="train in this process (default: one subprocess "
@@ -111,9 +111,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print_runs(sweep, scale, runs)
         return []
     log(f"{sweep.stem} scale={scale}: {len(runs)} run(s), {sum(r.state() == 'done' for r in runs)} finished")
+    again: set[str] = set()
+    if args.retrain and not args.archive:
+        raise SweepError("--retrain trains again the rows an --archive holds finished: give --archive DIR too "
+                         "(a run finished in its own directory is skipped either way: move that directory away)")
     if args.archive and args.retrain:
-        again = [r.name for r in runs if r.state() == "new" and (Path(args.archive) / r.run_dir.name / "metrics.json").is_file()]
-        log(f"--retrain: {len(again)} run(s) finished in the archive will be trained again: {', '.join(again) or '-'}")
+        arch = Path(args.archive)
+        again = {r.name for r in runs if r.state() == "new" and (arch / r.run_dir.name / "metrics.json").is_file()}
+        log(f"--retrain: {len(again)} run(s) finished in the archive will be trained again, their archived files "
+            f"replaced: {', '.join(sorted(again)) or '-'}")
+        here = [str(r.run_dir) for r in runs if r.state() == "done"]
+        if here:
+            log(f"--retrain: finished here, so not trained again (move them away to retrain): {', '.join(here)}")
     elif args.archive:
         restore_archived(runs, Path(args.archive))
     eval_args = [*sweep.scales[scale].evaluate, *shlex.split(args.eval_args)]
@@ -123,7 +132,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.evaluate:
             evaluate_run(run, eval_args, args.in_process, seen, Path(args.archive) if args.archive else None)
         if args.archive:
-            archive_run(run, Path(args.archive))
+            archive_run(run, Path(args.archive), replace=run.name in again)
 
     rows = run_local(runs, in_process=args.in_process, fail_fast=args.fail_fast,
                      after=after if args.evaluate or args.archive else None)

@@ -310,11 +310,15 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     shutil.rmtree(root)
     events.clear()
     (tmp_path / "arch" / "tiny-p0-cpu" / "eval.json").write_text('{"old": 1}')
+    (tmp_path / "arch" / "tiny-p0-cpu" / "eval_tasks.json").write_text('{"old": 1}')  # the old weights' only
     main([*argv, "--retrain", "--only", "tiny-p0-cpu"])
+    assert not (tmp_path / "arch" / "tiny-p0-cpu" / "eval_tasks.json").exists()
     assert [" ".join(e.split()[:2]) for e in events] == [
         "train tiny-p0-cpu", f"eval run={root / 'tiny-p0-cpu'}", "eval backbone=tiny"]
     assert (tmp_path / "arch" / "tiny-p0-cpu" / "eval.json").read_text() == "{}"
     assert not (root / "tiny-p0.5-cpu").exists()
+    with pytest.raises(spec.SweepError, match="--archive"):
+        main([a for a in argv if a not in ("--archive", str(tmp_path / "arch"))] + ["--retrain"])
 
 
 def test_backbone_reference_reused_for_identical_weights(tmp_path, monkeypatch):
