@@ -64,7 +64,7 @@ def collect(run: Path) -> dict | None:
         if r:
             acc = r.get("acc_norm", r.get("acc"))
             tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
-                        "n": r["n"], "correct": r.get("correct"), "items_sha256": r.get("items_sha256")}
+                        "n": r["n"], **{k: r.get(k) for k in ("correct", "items_sha256", "shots", "normalization")}}
     gates = _load(run / "gates.json") or []
     own_base = load_eval(run / "base_eval.json")
     wall = None

@@ -95,7 +95,7 @@ def test_arc_cells_carry_the_paired_test_against_the_base_when_items_were_kept(t
     """A run and its base scored item by item: the ARC cell adds McNemar's p; without items it does not."""
     from scipy.stats import binomtest
 
-    items = {"items_sha256": "s", "n": 100}
+    items = {"items_sha256": "s", "n": 100, "shots": 5, "normalization": "per_char"}  # as evaluate writes them
     base_en = {"acc_norm": 0.6, "correct": "1" * 60 + "0" * 40, **items}
     run_en = {"acc_norm": 0.5, "correct": "1" * 50 + "0" * 50, **items}  # 10 items lost, none gained
     run = _run(tmp_path, "repro-finetune", "finetune", 0.95, 1.20,
