@@ -43,7 +43,7 @@ MIN_SHARED_PREFIX = 32  # shorter shared contexts are cheaper in the plain batch
 PROGRESS_EVERY_S = 60.0  # a 1,000-item task runs for minutes on CPU: say how far it is, at most once a minute
 
 
-class _Progress:
+class _Progress:  # by hand: tqdm's bar, redrawn with \r, is unreadable in a log file
     """One stderr line per PROGRESS_EVERY_S seconds: ``label: done/total items, elapsed, ~left`` (items whose
     prompt is scored from the KV cache; the few that need the batched path come after, uncounted)."""
 
@@ -83,7 +83,7 @@ def loglikelihoods(model, tokenizer, pairs: list[tuple[str, str]], *, max_length
     ``prefix_cache`` (default: when ``model.forward`` takes ``past_key_values``) runs each shared
     context of >= MIN_SHARED_PREFIX tokens once and scores its continuations from the KV cache;
     requests that need left truncation, and all others, go through the batched path. ``progress``: a label
-    under which the KV-cache path reports how many prompts it has scored, once a minute, on stderr.
+    under which the KV-cache path reports how many items it has scored, once a minute, on stderr.
     """
     if max_length is None:
         max_length = resolve_max_length(model, tokenizer)
@@ -160,8 +160,9 @@ def accuracy_stderr(correct: int, n: int) -> float:
 def paired_test(a: dict, b: dict) -> dict | None:
     """Exact McNemar test between two evaluations of the same task (``multiple_choice`` results with the same
     items, shots and normalisation): how many items only ``a`` gets right, only ``b`` gets right, and the
-    two-sided p-value of that split under "no difference" (binomial, 1/2). Pairing removes the item difficulty both share, so it resolves far smaller differences
-    than the two accuracies' standard errors. None when either lacks per-item results or the items differ."""
+    two-sided p-value of that split under "no difference" (binomial, 1/2). Pairing removes the item difficulty
+    both share, so it resolves far smaller differences than the two accuracies' standard errors. None when
+    either lacks per-item results or the items differ."""
     ca, cb = a.get("correct"), b.get("correct")
     if not ca or not cb or len(ca) != len(cb) or any(a.get(k) != b.get(k) for k in ("items_sha256", "shots",
                                                                                      "normalization")):
