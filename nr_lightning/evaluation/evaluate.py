@@ -172,17 +172,22 @@ def table(result: dict) -> str:
     def delta(v: float | None, fmt: str) -> str:
         return "" if not d else (f" {v:+{fmt}} |" if v is not None else " – |")
 
+    def task_delta(k: str) -> str:
+        if not d:
+            return ""
+        dt = d["tasks"].get(k)
+        if not dt:
+            return " – |"
+        paired = f" (paired p = {dt['paired']['p']:.2g})" if dt.get("paired") else ""
+        return f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f}{paired} |"
+
     for k, v in result["bpb"].items():
         lines.append(f"| bpb {k} | {v:.4f} |" + delta(d and d["bpb"].get(k), ".4f"))
     for k, r in result["tasks"].items():
         se, sen = r.get("acc_stderr"), r.get("acc_norm_stderr")
         value = (f"{r['acc']:.3f} ± {se:.3f} / {r['acc_norm']:.3f} ± {sen:.3f}" if se is not None
                  else f"{r['acc']:.3f} / {r['acc_norm']:.3f}")
-        dt = d and d["tasks"].get(k)
-        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {value} |"
-                     + ("" if not d else f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f}"
-                        + (f" (paired p = {dt['paired']['p']:.2g})" if dt.get("paired") else "") + " |"
-                        if dt else " – |"))
+        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {value} |" + task_delta(k))
     for k, v in result.get("task_average", {}).items():
         lines.append(f"| task average {k} | {v:.3f} |" + delta(d and d["task_average"].get(k), ".3f"))
     return "\n".join(lines)
