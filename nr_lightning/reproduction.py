@@ -22,6 +22,7 @@ import json
 import math
 from pathlib import Path
 
+from . import frontier
 from .io import write_json_atomic
 
 TASKS = ("arc_easy_en", "arc_easy_fr")
@@ -67,18 +68,22 @@ def collect(run: Path) -> dict | None:
                         "n": r["n"], **{k: r.get(k) for k in ("correct", "items_sha256", "shots", "normalization")}}
     gates = _load(run / "gates.json") or []
     own_base = load_eval(run / "base_eval.json")
-    wall = None
+    wall, steps = None, []
     if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
-        times = [json.loads(line)["time"] for line in (run / "losses.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        steps = [json.loads(line) for line in (run / "losses.jsonl").read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        times = [s["time"] for s in steps]
         wall = (max(times) - min(times)) / 60 if len(times) > 1 else None
     m = cfg.get("method") or {}
+    lr = m.get("lr") * (cfg.get("optim") or {}).get("lr_multiplier", 1.0) if m.get("lr") is not None else None
     return {"run": run.name, "method": m.get("name"), "gate_init": m.get("gate_init"), "alpha": m.get("alpha"),
             "seed": cfg.get("seed"), "lang": lang, "steps": metrics.get("global_step"), "en": en, "new": new,
             "sum": en + new if en is not None and new is not None else None, "source": source,
             "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
             "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
                        "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
-            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall, "base": own_base}
+            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall, "base": own_base,
+            "lr": lr, "cost": frontier.cost(steps), "machine": (own_base or {}).get("label")}
 
 
 def _label(r: dict) -> str:
@@ -244,7 +249,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                        "tasks": b.get("tasks")} for b in bases],
                                             "runs": rows}, indent=1, default=str)
     if rows:
+        from .evaluation.report import MARKERS
+
         curves_plot(rows, a.out / "curves.png")
+        if frontier.write(rows, a.out, MARKERS):
+            print((a.out / "frontier.md").read_text(encoding="utf-8"))
     if a.base_meta and a.base_meta.is_file():
         print(base_curve(json.loads(a.base_meta.read_text(encoding="utf-8")), a.out))
     print(table(rows, bases))

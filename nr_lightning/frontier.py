@@ -1,0 +1,211 @@
+"""Learning-vs-forgetting frontiers over the learning rate (paper Figure 1, Table 8; docs/reproduction.md).
+
+A *point* is one curve evaluation of one run: forgetting = PubMed bpb minus the same run's step-0 PubMed bpb
+(its base, on the same documents), learning = French bpb. All points come from the in-training curves, so every
+point of every run is scored on one consistent document set (the first ``eval.max_docs`` documents of each set).
+A method's *envelope* is the lower-left Pareto front of all its points over learning rates and steps, joined by
+straight lines (stopping a run between two evaluations, or mixing two checkpoints' schedules, is what a segment
+stands for); beyond its largest forgetting the envelope stays flat: a method that never forgot that much offers
+its best French at less forgetting. ``at_forgetting`` reads the envelope at a matched forgetting budget.
+
+Torch-free; :mod:`nr_lightning.reproduction` builds the rows (``collect``) and calls :func:`write`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+BUDGETS = (0.005, 0.01, 0.02)  # matched-forgetting budgets in PubMed bpb (docs/reproduction.md)
+
+
+def group_label(r: dict) -> str:
+    """The frontier a run belongs to: its method and any ablation, not its learning rate or seed."""
+    bits = [r["method"]]
+    if r.get("gate_init") == "low_variance" and r["method"] in ("sigmoid", "neutral"):
+        bits.append("w_b low-var")
+    if r["method"] == "neutral" and r.get("alpha") is not None and not r.get("alpha"):
+        bits.append("α=0")
+    return ", ".join(bits)
+
+
+def points(r: dict) -> list[dict]:
+    """The run's curve as frontier points (step, lr, forgetting Δ against its step 0, French bpb)."""
+    curve = [c for c in r["curve"] if c.get("en") is not None and c.get("new") is not None]
+    if not curve:
+        return []
+    ref = curve[0]["en"]
+    return [{"run": r["run"], "lr": r.get("lr"), "step": c["step"], "forget": c["en"] - ref, "new": c["new"],
+             "final": i == len(curve) - 1} for i, c in enumerate(curve)]
+
+
+def envelope(pts: list[dict]) -> list[dict]:
+    """The Pareto front (no other point forgets less *and* learns more), sorted by forgetting."""
+    front: list[dict] = []
+    for p in sorted(pts, key=lambda p: (p["forget"], p["new"])):
+        if not front or p["new"] < front[-1]["new"]:
+            front.append(p)
+    return front
+
+
+def at_forgetting(front: list[dict], budget: float) -> tuple[float | None, bool]:
+    """French bpb on the envelope at forgetting = ``budget`` (linear between front points), and whether the
+    budget lies beyond the method's reach (its largest forgetting on the front is below it: flat there)."""
+    if not front or budget < front[0]["forget"]:
+        return None, False
+    for a, b in zip(front, front[1:]):
+        if a["forget"] <= budget <= b["forget"]:
+            t = (budget - a["forget"]) / (b["forget"] - a["forget"]) if b["forget"] > a["forget"] else 0.0
+            return a["new"] + t * (b["new"] - a["new"]), False
+    return front[-1]["new"], True
+
+
+def seed_noise(rows: list[dict]) -> dict[str, dict]:
+    """Per frontier group: the largest difference between seeds of the same run at its final curve point."""
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if points(r):
+            by.setdefault((group_label(r), r.get("lr")), []).append(points(r)[-1])
+    out: dict[str, dict] = {}
+    for (label, _), finals in by.items():
+        if len(finals) < 2:
+            continue
+        d = {"forget": max(p["forget"] for p in finals) - min(p["forget"] for p in finals),
+             "new": max(p["new"] for p in finals) - min(p["new"] for p in finals)}
+        o = out.setdefault(label, {"forget": 0.0, "new": 0.0})
+        out[label] = {k: max(o[k], d[k]) for k in d}
+    return out
+
+
+def frontiers(rows: list[dict], budgets: tuple[float, ...] = BUDGETS) -> dict[str, dict]:
+    """Every frontier group: its points (lowest seed of each lr), envelope, matched-forgetting French, the
+    spread of its final points over learning rates, and where its reach ends."""
+    groups: dict[str, dict[float | None, dict]] = {}
+    for r in rows:  # one run per (group, lr): the lowest seed, so the envelope is not a best-of-seeds
+        g = groups.setdefault(group_label(r), {})
+        if points(r) and (r.get("lr") not in g or (r.get("seed") or 0) < (g[r.get("lr")].get("seed") or 0)):
+            g[r.get("lr")] = r
+    noise = seed_noise(rows)
+    out: dict[str, dict] = {}
+    for label, by_lr in groups.items():
+        pts = [p for r in by_lr.values() for p in points(r)]
+        if not pts:
+            continue
+        front = envelope(pts)
+        finals = [p for p in pts if p["final"]]
+        out[label] = {
+            "method": next(iter(by_lr.values()))["method"], "lrs": sorted(lr for lr in by_lr if lr is not None),
+            "points": pts, "envelope": front,
+            "matched": {f"{b:+.3f}": dict(zip(("new", "beyond_reach"), at_forgetting(front, b))) for b in budgets},
+            "reach": {"forget": max(p["forget"] for p in pts), "best_new": min(p["new"] for p in pts)},
+            "final_spread": {"forget": max(p["forget"] for p in finals) - min(p["forget"] for p in finals),
+                             "new": max(p["new"] for p in finals) - min(p["new"] for p in finals)},
+            "finals": sorted(({"lr": p["lr"], "forget": p["forget"], "new": p["new"], "run": p["run"]}
+                              for p in finals), key=lambda p: p["lr"] or 0),
+            "seed_noise": noise.get(label),
+        }
+    return out
+
+
+def cost(steps: list[dict]) -> dict | None:
+    """Training cost of one run from its ``losses.jsonl`` lines (step, tokens, time): wall minutes (evaluations
+    included) and tokens/s over training steps only (the median step interval, so evaluation pauses do not
+    count)."""
+    if len(steps) < 3:
+        return None
+    gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1]
+    if not gaps:
+        return None
+    med = statistics.median(gaps)
+    return {"wall_min": (steps[-1]["time"] - steps[0]["time"]) / 60, "s_per_step": med,
+            "tok_s": steps[-1].get("tokens", 0) / med if med > 0 else None}
+
+
+def _f(v: float | None, fmt: str = "{:.4f}") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+
+def table(fr: dict[str, dict], budgets: tuple[float, ...] = BUDGETS) -> str:
+    """Markdown: per frontier group, French bpb at each matched forgetting, reach, stability, seed noise."""
+    head = ["group", "lrs (effective)"] + [f"Fr bpb at Δ PubMed ≤ {b:+.3f}" for b in budgets] + \
+        ["reach: max Δ / best Fr", "final points over lrs: Δ spread / Fr spread", "seed noise (Δ / Fr)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, f in sorted(fr.items(), key=lambda kv: kv[0]):
+        cells = []
+        for b in budgets:
+            m = f["matched"][f"{b:+.3f}"]
+            cells.append("–" if m["new"] is None else _f(m["new"]) + (" (reach ends)" if m["beyond_reach"] else ""))
+        sn = f["seed_noise"]
+        lines.append("| " + " | ".join([
+            label, ", ".join(f"{lr:.0e}" for lr in f["lrs"]) or "–", *cells,
+            f"{f['reach']['forget']:+.4f} / {f['reach']['best_new']:.4f}",
+            f"{f['final_spread']['forget']:.4f} / {f['final_spread']['new']:.4f}"
+            + ("" if len(f["lrs"]) > 1 else " (one lr)"),
+            "–" if not sn else f"{sn['forget']:.4f} / {sn['new']:.4f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def finals_table(fr: dict[str, dict], rows: list[dict]) -> str:
+    """Markdown: every run's final curve point with its learning rate and training cost."""
+    by_run = {r["run"]: r for r in rows}
+    lines = ["| group | lr (effective) | run | Δ PubMed (curve docs) | Fr bpb (curve docs) | train wall min | "
+             "s/step (median) | tok/s | machine |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, f in sorted(fr.items()):
+        for p in f["finals"]:
+            r = by_run.get(p["run"], {})
+            c = r.get("cost") or {}
+            lines.append(f"| {label} | {_f(p['lr'], '{:.0e}')} | {p['run']} | {p['forget']:+.4f} | {p['new']:.4f} | "
+                         f"{_f(c.get('wall_min'), '{:.0f}')} | {_f(c.get('s_per_step'), '{:.1f}')} | "
+                         f"{_f(c.get('tok_s'), '{:.0f}')} | {r.get('machine') or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | None = None) -> Path:
+    """Figure 1 style: forgetting (x) against French bpb (y), every curve point faint, each run's final point
+    labelled with its learning rate, each method's envelope as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = markers or {}
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    for label, f in sorted(fr.items()):
+        marker, color = markers.get(f["method"], ("x", "gray"))
+        ls = "--" if label != f["method"] else "-"
+        ax.scatter([p["forget"] for p in f["points"]], [p["new"] for p in f["points"]], marker=marker, s=12,
+                   color=color, alpha=0.35)
+        env = f["envelope"]
+        ax.plot([p["forget"] for p in env], [p["new"] for p in env], ls, color=color, lw=1.6, label=label)
+        for p in f["finals"]:
+            ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor="black", lw=0.6)
+            if p["lr"] is not None:
+                ax.annotate(f"{p['lr']:.0e}", (p["forget"], p["new"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+    for b in BUDGETS:
+        ax.axvline(b, color="gray", ls=":", lw=0.8)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("forgetting: Δ PubMed bpb against the run's step 0 (←better)")
+    ax.set_ylabel("learning: French bpb (↓better)")
+    ax.set_title("Learning vs forgetting over learning rates and steps\n(large markers: final points, labelled "
+                 "with the effective lr; lines: envelopes)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def write(rows: list[dict], out: Path, markers: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:
+    """``frontier.md`` (both tables), ``frontier.json`` (every number) and ``frontier.png`` under ``out``."""
+    fr = frontiers(rows)
+    if not fr:
+        return fr
+    text = ("## Matched forgetting\n\n" + table(fr) + "\n## Final points and training cost\n\n"
+            + finals_table(fr, rows))
+    (out / "frontier.md").write_text(text, encoding="utf-8")
+    (out / "frontier.json").write_text(json.dumps(fr, indent=1, default=str), encoding="utf-8")
+    plot(fr, out / "frontier.png", markers)
+    return fr

@@ -1,0 +1,63 @@
+"""The learning-rate frontier (nr_lightning.frontier): envelope, matched forgetting, seed noise, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nr_lightning import frontier
+
+
+def _row(run: str, method: str, lr: float, curve: list[tuple[float, float]], seed: int = 0, **kw) -> dict:
+    return {"run": run, "method": method, "lr": lr, "seed": seed, "lang": "fr",
+            "curve": [{"step": 40 * i, "en": en, "new": new} for i, (en, new) in enumerate(curve)], **kw}
+
+
+def test_envelope_is_the_pareto_front_sorted_by_forgetting() -> None:
+    pts = [{"forget": f, "new": n} for f, n in [(0, 1.7), (0.01, 1.5), (0.005, 1.6), (0.02, 1.55), (0.03, 1.4)]]
+    assert [(p["forget"], p["new"]) for p in frontier.envelope(pts)] == [(0, 1.7), (0.005, 1.6), (0.01, 1.5),
+                                                                        (0.03, 1.4)]
+
+
+def test_matched_forgetting_interpolates_and_flags_the_end_of_reach() -> None:
+    front = [{"forget": 0.0, "new": 1.7}, {"forget": 0.01, "new": 1.5}]
+    assert frontier.at_forgetting(front, 0.005) == (pytest.approx(1.6), False)
+    assert frontier.at_forgetting(front, 0.02) == (1.5, True)   # flat beyond the largest forgetting
+    assert frontier.at_forgetting(front, -0.01) == (None, False)  # no point forgets that little
+
+
+def test_frontiers_group_by_method_use_lowest_seed_and_measure_noise_and_spread() -> None:
+    base = (1.0, 1.8)
+    rows = [_row("ft-hi", "finetune", 5e-4, [base, (1.05, 1.4), (1.10, 1.2)]),
+            _row("ft-lo", "finetune", 1e-4, [base, (1.004, 1.6), (1.01, 1.45)]),
+            _row("nr", "neutral", 2e-3, [base, (1.002, 1.5), (1.003, 1.41)], alpha=0.01),
+            _row("nr-s1", "neutral", 2e-3, [base, (1.002, 1.5), (1.004, 1.42)], seed=1, alpha=0.01),
+            _row("nr-a0", "neutral", 2e-3, [base, (1.002, 1.5), (1.003, 1.40)], alpha=0.0)]
+    fr = frontier.frontiers(rows)
+    assert set(fr) == {"finetune", "neutral", "neutral, α=0"}
+    ft, nr = fr["finetune"], fr["neutral"]
+    assert ft["lrs"] == [1e-4, 5e-4]
+    assert ft["matched"]["+0.010"] == {"new": pytest.approx(1.45), "beyond_reach": False}
+    assert nr["matched"]["+0.010"] == {"new": pytest.approx(1.41), "beyond_reach": True}
+    assert {p["run"] for p in nr["points"]} == {"nr"}  # seed 1 is noise, not a frontier point
+    assert nr["seed_noise"] == {"forget": pytest.approx(0.001), "new": pytest.approx(0.01)}
+    assert ft["final_spread"] == {"forget": pytest.approx(0.09), "new": pytest.approx(0.25)}
+
+
+def test_cost_uses_training_steps_only() -> None:
+    steps = [{"step": s, "tokens": 2560, "time": 5.0 * s + (100.0 if s > 2 else 0.0)} for s in range(1, 6)]
+    c = frontier.cost(steps)
+    assert c["s_per_step"] == pytest.approx(5.0)  # the 100 s evaluation pause after step 2 is not a step
+    assert c["tok_s"] == pytest.approx(512.0)
+    assert c["wall_min"] == pytest.approx((125 - 5) / 60)
+
+
+def test_write_produces_tables_json_and_plot(tmp_path) -> None:
+    rows = [_row("ft", "finetune", 5e-4, [(1.0, 1.8), (1.05, 1.4)], cost={"wall_min": 30.0, "s_per_step": 7.0,
+                                                                         "tok_s": 365.0}, machine="cpu X")]
+    frontier.write(rows, tmp_path)
+    md = (tmp_path / "frontier.md").read_text()
+    assert "| finetune | 5e-04 |" in md and "| 365 | cpu X |" in md
+    assert json.loads((tmp_path / "frontier.json").read_text())["finetune"]["reach"]["best_new"] == 1.4
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
