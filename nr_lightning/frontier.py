@@ -171,27 +171,36 @@ def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | 
     import matplotlib.pyplot as plt
 
     markers = markers or {}
-    fig, ax = plt.subplots(figsize=(7.2, 5.0))
-    for label, f in sorted(fr.items()):
-        marker, color = markers.get(f["method"], ("x", "gray"))
-        ls = "--" if label != f["method"] else "-"
-        ax.scatter([p["forget"] for p in f["points"]], [p["new"] for p in f["points"]], marker=marker, s=12,
-                   color=color, alpha=0.35)
-        env = f["envelope"]
-        ax.plot([p["forget"] for p in env], [p["new"] for p in env], ls, color=color, lw=1.6, label=label)
-        for p in f["finals"]:
-            ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor="black", lw=0.6)
-            if p["lr"] is not None:
-                ax.annotate(f"{p['lr']:.0e}", (p["forget"], p["new"]), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
-    for b in BUDGETS:
-        ax.axvline(b, color="gray", ls=":", lw=0.8)
-    ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("forgetting: Δ PubMed bpb against the run's step 0 (←better)")
-    ax.set_ylabel("learning: French bpb (↓better)")
-    ax.set_title("Learning vs forgetting over learning rates and steps\n(large markers: final points, labelled "
-                 "with the effective lr; lines: envelopes)", fontsize=9)
-    ax.legend(fontsize=7)
+    # Two panels: every point, and the small-forgetting region where the methods' envelopes overlap.
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.8))
+    for ax, zoom in zip(axes, (False, True)):
+        for label, f in sorted(fr.items()):
+            marker, color = markers.get(f["method"], ("x", "gray"))
+            ls = "--" if label != f["method"] else "-"
+            ax.scatter([p["forget"] for p in f["points"]], [p["new"] for p in f["points"]], marker=marker, s=12,
+                       color=color, alpha=0.35)
+            env = f["envelope"]
+            ax.plot([p["forget"] for p in env], [p["new"] for p in env], ls, color=color, lw=1.6, label=label)
+            for p in f["finals"]:
+                ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor="black", lw=0.6)
+                if p["lr"] is not None and (not zoom or p["forget"] <= 2 * BUDGETS[-1]):
+                    ax.annotate(f"{p['lr']:.0e}", (p["forget"], p["new"]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+        for b in BUDGETS:
+            ax.axvline(b, color="gray", ls=":", lw=0.8)
+        ax.axvline(0, color="black", lw=0.6)
+        ax.set_xlabel("forgetting: Δ PubMed bpb against the run's step 0 (←better)")
+        if zoom:
+            inside = [p for f in fr.values() for p in f["points"] if p["forget"] <= 1.5 * BUDGETS[-1]]
+            ax.set_xlim(min(-0.002, *(p["forget"] for p in inside)) - 0.001, 1.5 * BUDGETS[-1])
+            ys = [p["new"] for p in inside if p["step"] > 0] or [p["new"] for p in inside]
+            ax.set_ylim(min(ys) - 0.02, max(ys) + 0.02)
+            ax.set_title("zoom: Δ ≤ +0.03 (dotted: matched-forgetting budgets)", fontsize=9)
+        else:
+            ax.set_ylabel("learning: French bpb (↓better)")
+            ax.set_title("every curve point (large markers: final points, labelled with the effective lr;\n"
+                         "lines: each method's envelope)", fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
