@@ -22,7 +22,7 @@ GPUS ?= 8
 OVERRIDES ?=
 comma := ,
 
-.PHONY: help setup data train sweep slurm test test-slow lint eval export report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep
+.PHONY: help setup data train sweep slurm test test-slow lint eval export report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep repro-lr
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ repro: data ## one run of the reproduction protocol: make repro METHOD=neutral L
 repro-sweep: data ## the whole reproduction sweep (all methods, ablations, seeds; resumable), each run evaluated and archived to docs/results/repro/runs as it finishes
 	$(PYBIN) -m nr_lightning.english_base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
+
+repro-lr: data ## the learning-rate frontier of the reproduction (experiments/paper/repro_lr.yaml; resumable), each run evaluated + archived, then the frontier report
+	$(PYBIN) -m nr_lightning.english_base
+	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_lr.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
+	$(PYBIN) -m nr_lightning.reproduction docs/results/repro/runs/repro-*-cpu --base docs/results/repro/runs/repro-base-amx/eval.json \
+	  docs/results/repro/runs/repro-base-epyc/eval.json --base-meta docs/results/repro/english_base.json --out docs/results/repro
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
 	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)
