@@ -124,7 +124,14 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
         curves = next(c for c in callbacks if isinstance(c, ForgettingCurves))
         return [KeepBest(curves, best)]
 
-    result = train.main(args + (["ckpt_path=last"] if resume else []), extra_callbacks=extra)
+    if resume:
+        args.append("ckpt_path=last")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        # A build stopped before its first checkpoint left only logs: nothing to resume, so it starts again.
+        print(f"[nr-lightning] {run_dir} has no checkpoint yet: the English base build starts again",
+              file=sys.stderr)
+        args.append("overwrite=true")
+    result = train.main(args, extra_callbacks=extra)
     curves = result.get("curves") or json.loads((run_dir / "curves.json").read_text(encoding="utf-8"))
     keep = result.get("extra_callbacks", [None])[0]
     if not (best / "model.safetensors").is_file():

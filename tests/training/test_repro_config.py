@@ -97,3 +97,32 @@ def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
     assert [g["step"] for g in gates] == [0, 2]
     assert {"en", "fr"} <= set(gates[-1]) and len(gates[-1]["en"]["gate_mean_per_layer"]) == 2
     assert gates[0]["en"]["residual_l1"] == 0.0  # W_out = 0 at step 0: no residual yet
+
+
+@pytest.mark.parametrize("left", ["logs", "checkpoint", "nothing"])
+def test_english_base_build_resumes_or_restarts(tmp_path, monkeypatch, left):
+    """A build killed before its first checkpoint left only logs: it starts again (overwrite=true) instead of
+    stopping on the run-dir guard; a build with a checkpoint resumes it."""
+    from nr_lightning import english_base
+    from nr_lightning.training import train
+
+    seen: list[list[str]] = []
+
+    def fake_main(args, extra_callbacks=None):
+        seen.append(list(args))
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(english_base, "is_built", lambda: False)
+    monkeypatch.setattr(train, "main", fake_main)
+    run = tmp_path / "backbone-en"
+    if left == "logs":
+        run.mkdir()
+        (run / "losses.jsonl").write_text("{}\n")
+    elif left == "checkpoint":
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(KeyboardInterrupt):
+        english_base.build(tmp_path)
+    args = seen[0]
+    assert ("overwrite=true" in args) == (left == "logs")
+    assert ("ckpt_path=last" in args) == (left == "checkpoint")
