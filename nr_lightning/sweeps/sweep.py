@@ -152,6 +152,8 @@ def cli() -> None:
         sys.exit(0)
     if any(r["status"] == "FAILED" for r in rows):
         sys.exit(1)
+    if any(r["status"] == "interrupted" for r in rows):
+        sys.exit(3)  # as nr_lightning.train: preempted, checkpoint written; run the sweep again to resume
 
 
 if __name__ == "__main__":
