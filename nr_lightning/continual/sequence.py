@@ -191,6 +191,19 @@ def merge_lora_sequence(backbone: nn.Module, paths: list[Path]) -> tuple[nn.Modu
     return backbone, a_mats
 
 
+def _train_stage(args: list[str], builder) -> None:
+    """One stage (or router) run; a preempted one (SIGUSR1/SIGTERM/SIGINT: checkpoint written) stops the whole
+    sequence with exit status 3 instead of going on to a stage that needs this one's weights."""
+    from ..training.train import PREEMPTED_EXIT
+    from ..training.train import main as train_main
+
+    result = train_main(args, build=builder)
+    if result.get("preempted"):
+        print(f"[nr-lightning] sequence stopped: {result['run_dir']} was preempted at step {result['global_step']}; "
+              f"run the same command again to resume", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT)
+
+
 class Sequence:
     """One sequence run: trains the stages, rebuilds and evaluates the model after each."""
 
@@ -290,9 +303,7 @@ class Sequence:
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
         if earlier_outputs(out):  # an interrupted router run: resume it (or restart it when it has no checkpoint)
             args.append("ckpt_path=last")
-        from ..training.train import main as train_main
-
-        train_main(args, build=builder)
+        _train_stage(args, builder)
         state = {n: t.detach().cpu().contiguous() for n, t in _base_model(held["model"]).state_dict().items()
                  if ".nrl_router." in n}
         save_file(state, str(out / "router.safetensors"))
@@ -322,9 +333,7 @@ class Sequence:
             backbone, tok = _load_backbone(cfg)
             return self.train_model(backbone, k, cfg), tok, MixedLanguageDataModule(cfg.data, tok)
 
-        from ..training.train import main as train_main
-
-        train_main(args, build=builder)
+        _train_stage(args, builder)
         return ext
 
     def heldout(self) -> dict[str, list[str]]:

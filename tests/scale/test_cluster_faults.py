@@ -174,7 +174,6 @@ def _run_cli(main, argv: list[str], capsys) -> tuple[int, list[str]]:
 
 
 def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
-    import torch
     from safetensors.torch import load_file, save_file
 
     from nr_lightning.evaluation.evaluate import main as evaluate_main
@@ -220,7 +219,6 @@ def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
     assert subprocess.run(["sha256sum", "-c", CHECKSUMS_FILE], cwd=out, capture_output=True).returncode != 0
     with pytest.raises(ValueError, match="does not match its SHA-256 in .*SHA256SUMS"):
         load_exported(out)
-    assert torch.isfinite(torch.tensor(0.0))
 
 
 @pytest.mark.parametrize("arg", ["optim.warmup_steps=-5", "eval.every_n_steps=-2", "method.budget=5",
