@@ -144,6 +144,8 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     from .extension import extension_config
 
     run, out = Path(run), Path(out)
+    if out.exists() and not out.is_dir():  # before the model loads
+        _prepare_out(out)
     stack = run / "extension" / "sequence.json"
     if stack.is_file():
         return _export_extension(run, out, None)

@@ -40,6 +40,9 @@ def install_preemption_handler(signum: int | None = None, restore: Any = None) -
             return {s: signal.signal(s, h) for s, h in restore.items() if h is not None}
         return signal.signal(signum if signum is not None else signal.SIGUSR1, restore)
     signals = PREEMPTION_SIGNALS if signum is None else (signum,)
+    # a SIGINT the parent set to be ignored (`cmd &` in a script) stays ignored: the Unix convention
+    signals = tuple(s for s in signals if not (s == getattr(signal, "SIGINT", None) and signum is None
+                                               and signal.getsignal(s) is signal.SIG_IGN))
     if not any(signal.getsignal(s) is _on_signal for s in signals):
         _REQUESTED.clear()
     previous = {s: signal.signal(s, _on_signal) for s in signals}

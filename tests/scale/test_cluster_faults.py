@@ -188,6 +188,9 @@ def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
     out = tmp_path / "export"
     export(run, out, "extension")
     assert subprocess.run(["sha256sum", "-c", CHECKSUMS_FILE], cwd=out, capture_output=True).returncode == 0
+    code, errors = _run_cli(export_main, [f"run={run}", f"out={run / 'config.yaml'}"], capsys)
+    assert code == 2 and errors == [f"error: out={run / 'config.yaml'} is a file: out= names the directory to create "
+                                    f"(nothing was overwritten)"]
     good = (ext / "extension.safetensors").read_bytes()
     (run / "metrics.json").write_text(json.dumps({"config": {"method": {"name": "neutral"}}, "final_bpb": {"fr": 1}}))
 
@@ -214,6 +217,10 @@ def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
     (ext / "extension.json").write_text(json.dumps(meta | {"weights_sha256": None}))
     code, errors = _run_cli(evaluate_main, [f"run={run}", "tasks=[]", "max_docs=0", "baseline=false"], capsys)
     assert code == 2 and len(errors) == 1 and "is not a readable safetensors file" in errors[0]
+
+    (run / "metrics.json").write_text('{"config": {"meth')  # cut short
+    code, errors = _run_cli(report_main, [str(run), "--out", str(tmp_path / "rep")], capsys)
+    assert code == 2 and len(errors) == 1 and f"{run / 'metrics.json'} is unreadable" in errors[0]
 
     (out / "extension.safetensors").write_bytes(bytes(raw))  # the export's copy, damaged
     assert subprocess.run(["sha256sum", "-c", CHECKSUMS_FILE], cwd=out, capture_output=True).returncode != 0
