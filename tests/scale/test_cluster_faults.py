@@ -337,3 +337,7 @@ def test_diverged_run_with_nan_policy_skip_stops_with_one_line(tmp_path, fixture
     assert [g["step"] for g in json.loads((run / "gates.json").read_text())] == [0, 1, 2]  # histories kept
     assert _steps(run) == [1, 2]
     assert (run / "checkpoints" / "step000001.ckpt").is_file()
+    with pytest.raises(ConfigError, match=r"\.ckpt holds non-finite weights .* resume from an earlier checkpoint"):
+        real_main([*args, "ckpt_path=last"])  # the newest checkpoint was written after the weights diverged
+    assert real_main([*args, f"ckpt_path={run / 'checkpoints' / 'step000001.ckpt'}", "trainer.max_steps=2",
+                      "trainer.nan_policy=stop"])["global_step"] == 2
