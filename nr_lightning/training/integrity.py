@@ -113,12 +113,17 @@ def _short(v: Any) -> str:
     return repr(v)
 
 
-def identity_mismatch(saved: dict, now: dict, ckpt_step: int | None = None) -> str | None:
-    """Why a resume with identity ``now`` is not the run ``saved`` describes (None: the same run)."""
+def identity_mismatch(saved: dict | None, now: dict, ckpt_step: int | None = None) -> str | None:
+    """Why a resume with identity ``now`` is not the run ``saved`` describes (None: the same run). ``saved`` is
+    None for checkpoints written before identities were recorded: only the step is checked then. Keys that only
+    one side has (a config field added or removed between versions) are not compared."""
+    steps = now.get("max_steps")
+    if ckpt_step is not None and steps is not None and steps < ckpt_step:
+        return f"trainer.max_steps={steps} is below the checkpoint's step {ckpt_step}"
+    if not saved:
+        return None
     s_cfg, n_cfg = saved.get("config") or {}, now.get("config") or {}
     changed = [k for k in sorted(set(s_cfg) & set(n_cfg)) if s_cfg[k] != n_cfg[k]]
-    changed += [k for k in sorted(set(s_cfg) ^ set(n_cfg)) if s_cfg.get(k) not in (None, {}, [])
-                or n_cfg.get(k) not in (None, {}, [])]
     if "method.name" in changed:  # the other keys follow from it
         return (f"it was written by a method={s_cfg['method.name']} run and this run is "
                 f"method={n_cfg['method.name']}")
@@ -131,9 +136,7 @@ def identity_mismatch(saved: dict, now: dict, ckpt_step: int | None = None) -> s
         lang = next((k for k in sorted(set(s_data) | set(n_data)) if s_data.get(k) != n_data.get(k)), "?")
         return (f"the training data of {lang} changed: file SHA-256 {_short(s_data.get(lang))} in the checkpoint, "
                 f"{_short(n_data.get(lang))} now")
-    steps, s_steps = now.get("max_steps"), saved.get("max_steps")
-    if ckpt_step is not None and steps is not None and steps < ckpt_step:
-        return f"trainer.max_steps={steps} is below the checkpoint's step {ckpt_step}"
+    s_steps = saved.get("max_steps")
     if s_steps is not None and steps != s_steps and saved.get("schedule", "cosine") != "constant":
         return (f"it changes trainer.max_steps from {s_steps} to {steps}, which reshapes the "
                 f"{saved.get('schedule', 'cosine')} learning-rate schedule (only optim.schedule=constant runs may be "

@@ -259,7 +259,7 @@ def _train_locked(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_cal
                           f"checkpoint to resume from; choose another name=... or replace it with overwrite=true")
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
     saved_identity, ckpt_step = _saved_identity(ckpt_path) if ckpt_path is not None else (None, None)
-    if saved_identity is not None:  # the config part: before the model loads
+    if ckpt_path is not None:  # the config part: before the model loads
         _check_same_run(ckpt_path, saved_identity, run_identity_of(cfg), ckpt_step)
     import lightning as L
 
@@ -342,7 +342,7 @@ def _saved_identity(ckpt_path: Path) -> tuple[dict | None, int | None]:
     return (ckpt.get("nrl") or {}).get("identity"), ckpt.get("global_step")
 
 
-def _check_same_run(ckpt_path: Path, saved: dict, now: dict, ckpt_step: int | None) -> None:
+def _check_same_run(ckpt_path: Path, saved: dict | None, now: dict, ckpt_step: int | None) -> None:
     from .integrity import identity_mismatch
 
     problem = identity_mismatch(saved, now, ckpt_step)
