@@ -103,6 +103,14 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
         raise ConfigError(f"stages must be a non-empty list of distinct languages, got {seq.stages}")
     if not 0.0 <= seq.replay < 1.0:
         raise ConfigError(f"replay={seq.replay} must be in [0, 1)")
+    from ..config import check_range
+
+    for key, low, high, what in (("olora_lambda", 0, None, "a non-negative penalty weight"),
+                                 ("merge_density", 0, 1, "a fraction of entries kept"),
+                                 ("router_steps", 1, None, "a number of steps"), ("merge_seed", 0, None, "a seed")):
+        check_range(key, getattr(seq, key), low, high, what)
+    if seq.merge_weights is not None and any(w < 0 for w in seq.merge_weights):
+        raise ConfigError(f"bad value merge_weights={seq.merge_weights}: weights must be >= 0")
     keys = [a.split("=", 1)[0] for a in rest]
     if any(k in ("lang", "data.learn", "data.new") or k.startswith("data.new.") for k in keys):
         raise ConfigError("stage languages come from stages=[...]: drop data.new.*/data.learn/lang= and put "

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--report-dir", default=None, help="report folder (default <runs_root>/_sweeps/<sweep>-<scale>)")
     ap.add_argument("--list", action="store_true", help="list the sweep files in experiments/paper/")
     args = ap.parse_intermixed_args(argv)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise SweepError(f"bad value --max-parallel={args.max_parallel}: at least 1 array task at once")
     if args.list or not args.sweep:
         list_sweeps()
         return []

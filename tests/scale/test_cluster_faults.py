@@ -245,6 +245,18 @@ def test_evaluate_numbers_are_checked(arg):
         parse(["backbone=tiny", arg])
 
 
+def test_sequence_and_sweep_numbers_are_checked():
+    from nr_lightning.continual.sequence import parse_args
+    from nr_lightning.sweeps.spec import SweepError
+    from nr_lightning.sweeps.sweep import main as sweep_main
+
+    for arg in ("merge_density=2", "router_steps=0", "olora_lambda=-1"):
+        with pytest.raises(ConfigError, match=rf"bad value {arg}: must be"):
+            parse_args([arg])
+    with pytest.raises(SweepError, match="bad value --max-parallel=0"):
+        sweep_main(["table7_alpha", "--slurm", "--max-parallel", "0", "--dry-run"])
+
+
 def test_user_yaml_files_fail_with_one_line_naming_the_file(tmp_path, monkeypatch):
     from nr_lightning import config
     from nr_lightning.evaluation.evaluate import EvalRun, check_args
