@@ -141,6 +141,39 @@ CHOICES = {
 }
 POSITIVE = ("optim.lr_multiplier", "trainer.max_steps", "trainer.accumulate_grad_batches", "eval.max_length", "eval.batch_size",
             "method.lr")
+# key -> (lowest, highest, what it is): ranges, not only types (a negative warm-up or a 500% budget is a typo)
+RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "optim.warmup_steps": (0, None, "a number of steps"),
+    "optim.weight_decay": (0, None, "a non-negative decay"),
+    "optim.beta1": (0, 0.999999, "an Adam beta in [0, 1)"),
+    "optim.beta2": (0, 0.999999, "an Adam beta in [0, 1)"),
+    "optim.eps": (1e-30, None, "a positive epsilon"),
+    "optim.min_lr_ratio": (0, 1, "a fraction of the peak lr in [0, 1]"),
+    "optim.grad_clip": (0, None, "a non-negative norm (0 disables clipping)"),
+    "method.alpha": (0, None, "a non-negative loss weight"),
+    "method.beta": (0, None, "a non-negative loss weight"),
+    "method.lora_alpha_ratio": (1e-30, None, "a positive ratio"),
+    "trainer.num_nodes": (1, None, "a number of nodes"),
+    "trainer.log_every_n_steps": (1, None, "a number of steps"),
+    "trainer.checkpoint_every_n_steps": (0, None, "a number of steps (0: only the last checkpoint)"),
+    "trainer.num_threads": (0, None, "a number of threads (0: torch's default)"),
+    "trainer.global_batch_tokens": (0, None, "a number of tokens (0: off)"),
+    "trainer.min_free_gb": (0, None, "GiB"),
+    "eval.every_n_steps": (0, None, "a number of steps (0: only at start and end)"),
+    "eval.max_docs": (1, None, "a number of documents"),
+    "data.seq_len": (2, None, "a number of tokens"),
+    "data.batch_size": (1, None, "a number of sequences"),
+    "data.num_workers": (0, None, "a number of worker processes"),
+}
+
+
+def check_range(key: str, value: Any, low: float | None, high: float | None, what: str) -> None:
+    """ConfigError naming ``key`` when ``value`` lies outside [low, high] (None: unbounded)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]" if low is not None else f"<= {high:g}"
+        raise ConfigError(f"bad value {key}={value!r}: must be {bounds} ({what})")
 
 
 class ConfigError(ValueError):
@@ -160,8 +193,23 @@ def _group_file(group: str, choice: str) -> Path:
     return path
 
 
+def load_yaml_mapping(path: Path) -> DictConfig:
+    """A YAML file the user gives, as a mapping; a syntax error, binary content or a top-level list is one
+    ConfigError naming the file (before any work)."""
+    import yaml
+
+    try:
+        node = OmegaConf.load(path)
+    except (yaml.YAMLError, UnicodeDecodeError, OmegaConfBaseException, ValueError) as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ConfigError(f"{path}: not valid YAML ({first}); fix the file") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got a list; fix the file")
+    return node
+
+
 def _load_group(group: str, choice: str) -> DictConfig:
-    node = OmegaConf.load(_group_file(group, choice))
+    node = load_yaml_mapping(_group_file(group, choice))
     defaults = node.pop("defaults", None) if isinstance(node, DictConfig) else None
     merged = OmegaConf.create()
     for item in defaults or []:  # a group file can pull in other groups' files: defaults: [{method: neutral}]
@@ -173,7 +221,7 @@ def _load_group(group: str, choice: str) -> DictConfig:
 def _load_experiment(choice: str) -> tuple[DictConfig, dict[str, str]]:
     """An experiments/experiment/<choice>.yaml file: (its own keys, the group choices of its `defaults:`)."""
     path = _group_file("experiment", choice)
-    node = OmegaConf.load(path)
+    node = load_yaml_mapping(path)
     picked: dict[str, str] = {}
     for item in node.pop("defaults", None) or []:
         for g, c in dict(item).items():
@@ -262,8 +310,13 @@ def validate(cfg: RunConfig) -> None:
         value = OmegaConf.select(node, key)
         if not value or value <= 0:
             raise ConfigError(f"bad value {key}={value!r}: must be > 0")
-    if cfg.method.budget <= 0 and cfg.method.name not in ("finetune",):
-        raise ConfigError(f"bad value method.budget={cfg.method.budget}: a positive fraction, e.g. 0.2")
+    for key, (low, high, what) in RANGES.items():
+        check_range(key, OmegaConf.select(node, key), low, high, what)
+    if (cfg.method.budget <= 0 or cfg.method.budget > 1) and cfg.method.name not in ("finetune",):
+        raise ConfigError(f"bad value method.budget={cfg.method.budget}: a fraction of the backbone's non-embedding "
+                          f"parameters in (0, 1], e.g. 0.2")
+    if cfg.method.init_divisor is not None and cfg.method.init_divisor <= 0:
+        raise ConfigError(f"bad value method.init_divisor={cfg.method.init_divisor}: must be > 0 (or null)")
     if not 0.0 <= cfg.data.p <= 1.0:
         raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
     from .extension.api import METHOD_DEFAULTS

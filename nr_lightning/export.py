@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from .config import ConfigError
-from .io import write_json_atomic
+from .io import checksum_problem, write_checksums, write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
 BACKBONE_FILE = "backbone.json"  # extension format: which backbone the extension extends
@@ -131,6 +131,8 @@ def _backbone_source(name: str) -> str | None:
 
 
 def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file: out= names the directory to create (nothing was overwritten)")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty: choose another out=DIR (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +144,8 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     from .extension import extension_config
 
     run, out = Path(run), Path(out)
+    if out.exists() and not out.is_dir():  # before the model loads
+        _prepare_out(out)
     stack = run / "extension" / "sequence.json"
     if stack.is_file():
         return _export_extension(run, out, None)
@@ -176,6 +180,7 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
         model.save_pretrained(str(out), safe_serialization=True)
         info["intermediate_size"] = model.config.intermediate_size
     tok.save_pretrained(str(out))
+    write_checksums(out)  # SHA256SUMS: `sha256sum -c SHA256SUMS` (or load_exported) proves the weights intact
     return info
 
 
@@ -191,6 +196,7 @@ def _export_extension(run: Path, out: Path, run_cfg) -> dict:
     from .backbone import load_tokenizer
 
     load_tokenizer(run_cfg.backbone.name).save_pretrained(str(out))
+    write_checksums(out)
     return {"format": "extension", "out": str(out), "run": str(run),
             "loader": f"model, tokenizer = nr_lightning.export.load_exported({str(out)!r})"}
 
@@ -204,6 +210,9 @@ def load_exported(path: str | Path):
     if not (path / BACKBONE_FILE).is_file():
         raise FileNotFoundError(f"{path / BACKBONE_FILE} not found: load_exported reads a format=extension export; "
                                 f"hf/peft exports load with transformers/PEFT directly")
+    problem = checksum_problem(path)
+    if problem:
+        raise ValueError(problem)
     meta = json.loads((path / BACKBONE_FILE).read_text(encoding="utf-8"))
     backbone, tok = load_backbone(meta["name"], dtype=getattr(torch, meta.get("dtype", "float32")),
                                   seed=meta.get("seed", 0))

@@ -103,6 +103,14 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
         raise ConfigError(f"stages must be a non-empty list of distinct languages, got {seq.stages}")
     if not 0.0 <= seq.replay < 1.0:
         raise ConfigError(f"replay={seq.replay} must be in [0, 1)")
+    from ..config import check_range
+
+    for key, low, high, what in (("olora_lambda", 0, None, "a non-negative penalty weight"),
+                                 ("merge_density", 0, 1, "a fraction of entries kept"),
+                                 ("router_steps", 1, None, "a number of steps"), ("merge_seed", 0, None, "a seed")):
+        check_range(key, getattr(seq, key), low, high, what)
+    if seq.merge_weights is not None and any(w < 0 for w in seq.merge_weights):
+        raise ConfigError(f"bad value merge_weights={seq.merge_weights}: weights must be >= 0")
     keys = [a.split("=", 1)[0] for a in rest]
     if any(k in ("lang", "data.learn", "data.new") or k.startswith("data.new.") for k in keys):
         raise ConfigError("stage languages come from stages=[...]: drop data.new.*/data.learn/lang= and put "
@@ -189,6 +197,19 @@ def merge_lora_sequence(backbone: nn.Module, paths: list[Path]) -> tuple[nn.Modu
         if hasattr(backbone, "nrl_config"):
             del backbone.nrl_config
     return backbone, a_mats
+
+
+def _train_stage(args: list[str], builder) -> None:
+    """One stage (or router) run; a preempted one (SIGUSR1/SIGTERM/SIGINT: checkpoint written) stops the whole
+    sequence with exit status 3 instead of going on to a stage that needs this one's weights."""
+    from ..training.train import PREEMPTED_EXIT
+    from ..training.train import main as train_main
+
+    result = train_main(args, build=builder)
+    if result.get("preempted"):
+        print(f"[nr-lightning] sequence stopped: {result['run_dir']} was preempted at step {result['global_step']}; "
+              f"run the same command again to resume", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT)
 
 
 class Sequence:
@@ -290,9 +311,7 @@ class Sequence:
                 "method.alpha=0", "method.beta=0", "eval.gate_stats=false"]
         if earlier_outputs(out):  # an interrupted router run: resume it (or restart it when it has no checkpoint)
             args.append("ckpt_path=last")
-        from ..training.train import main as train_main
-
-        train_main(args, build=builder)
+        _train_stage(args, builder)
         state = {n: t.detach().cpu().contiguous() for n, t in _base_model(held["model"]).state_dict().items()
                  if ".nrl_router." in n}
         save_file(state, str(out / "router.safetensors"))
@@ -322,9 +341,7 @@ class Sequence:
             backbone, tok = _load_backbone(cfg)
             return self.train_model(backbone, k, cfg), tok, MixedLanguageDataModule(cfg.data, tok)
 
-        from ..training.train import main as train_main
-
-        train_main(args, build=builder)
+        _train_stage(args, builder)
         return ext
 
     def heldout(self) -> dict[str, list[str]]:

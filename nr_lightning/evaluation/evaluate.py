@@ -58,6 +58,12 @@ def parse(argv: list[str]) -> EvalRun:
                           f"{', '.join(EvalRun.__dataclass_fields__)}") from None
     if not ev.run and not ev.backbone:
         raise ConfigError("give run=runs/<name> (a trained run) or backbone=<preset|path> (a bare backbone)")
+    from ..config import check_range
+
+    for key, low, what in (("max_docs", 0, "documents per language; 0: no bpb pass"), ("limit", 1, "items per task"),
+                           ("max_length", 1, "tokens"), ("batch_size", 1, "sequences"), ("shots", 0, "examples"),
+                           ("threads", 0, "threads; 0: torch's default"), ("seed", 0, "a seed")):
+        check_range(key, getattr(ev, key), low, None, what)
     return ev
 
 
@@ -76,6 +82,13 @@ def check_args(ev: EvalRun) -> None:
         if task not in TASKS and not (str(task).endswith(".jsonl") and Path(task).is_file()):
             raise ConfigError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))} "
                               f"(or the path of an existing .jsonl file)")
+        if task not in TASKS:  # a task file of the user's: every item is checked now, not after the bpb pass
+            from .tasks import load_jsonl
+
+            try:
+                load_jsonl(task)
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"task file {task}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def load_model(ev: EvalRun):

@@ -22,14 +22,39 @@ COLUMNS = ["run", "method", "lang", "p", "budget", "lr", "steps", "bpb_en", "bpb
            "tasks_en", "tasks_target", "Δbpb_en", "Δbpb_target", "Δtasks_en", "Δtasks_target"]
 
 
+def _read_json(path: Path) -> dict:
+    """A results file, or a ValueError naming it (a truncated metrics.json used to surface as a bare traceback)."""
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path} is unreadable ({type(e).__name__}: {e}): restore it or leave the run out") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{path} holds a {type(out).__name__}, not a JSON object: restore it or leave the run out")
+    return out
+
+
+def _check_weights(ext: Path) -> None:
+    """The run's extension weights still match the checksum recorded when they were saved (no torch needed)."""
+    from ..io import file_sha256
+
+    meta, weights = ext / "extension.json", ext / "extension.safetensors"
+    if not meta.is_file() or not weights.is_file():
+        return
+    want = _read_json(meta).get("weights_sha256")
+    if want and file_sha256(weights) != want:
+        raise ValueError(f"{weights} does not match the SHA-256 recorded in extension.json when it was saved "
+                         f"(damaged or changed since): its results cannot be trusted; restore it or leave the run out")
+
+
 def collect(run_dir: Path) -> dict | None:
     """A row for one run directory, or None if it holds no results yet."""
     metrics = run_dir / "metrics.json"
     evalf = run_dir / "eval.json"
     if not metrics.is_file() and not evalf.is_file():
         return None
-    m = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
-    e = json.loads(evalf.read_text(encoding="utf-8")) if evalf.is_file() else {}
+    m = _read_json(metrics) if metrics.is_file() else {}
+    e = _read_json(evalf) if evalf.is_file() else {}
+    _check_weights(run_dir / "extension")
     cfg = m.get("config") or e.get("config") or {}
     method = (cfg.get("method") or {}).get("name") or ("backbone" if e.get("backbone") and not e.get("run") else "?")
     ev = e.get("eval_args") or {}

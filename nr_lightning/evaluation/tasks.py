@@ -198,7 +198,13 @@ def load_jsonl(path: str | Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
-                items.append(validate_item(json.loads(line), f"{path.name}:{lineno}"))
+                try:
+                    item = json.loads(line)
+                except ValueError as e:
+                    raise ValueError(f"{path}:{lineno}: corrupt JSON line ({e.msg})") from None
+                if not isinstance(item, dict):
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(item).__name__}")
+                items.append(validate_item(item, f"{path.name}:{lineno}"))
     return items
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..io import write_json_atomic
+from ..io import file_sha256, write_json_atomic
 from ..registry import ADAPTER_METHODS, METHODS
 from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
@@ -273,9 +273,41 @@ def save_extension(model: nn.Module, path: str | Path) -> Path:
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
     tmp.replace(path / WEIGHTS_FILE)
-    meta = {"format_version": FORMAT_VERSION, **asdict(cfg)}
+    # the weights' checksum, beside them: load_extension (evaluate, export) refuses a file that changed since
+    meta = {"format_version": FORMAT_VERSION, **asdict(cfg), "weights_sha256": file_sha256(path / WEIGHTS_FILE)}
     write_json_atomic(path / CONFIG_FILE, meta)
     return path
+
+
+def weights_problem(path: str | Path) -> str | None:
+    """Why the extension saved at ``path`` cannot be trusted (checksum mismatch), or None. Runs without a
+    recorded checksum (written before it existed) pass."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"{path / CONFIG_FILE} is unreadable ({e})"
+    want = meta.get("weights_sha256") if isinstance(meta, dict) else None
+    if want and file_sha256(path / WEIGHTS_FILE) != want:
+        return (f"{path / WEIGHTS_FILE} does not match the SHA-256 recorded in {CONFIG_FILE} when it was saved "
+                f"(damaged or changed since)")
+    return None
+
+
+def load_weights(weights_file: str | Path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with one-line errors: an unreadable (empty, truncated) file or a
+    non-finite weight is a ValueError naming the file."""
+    try:
+        tensors = load_file(str(weights_file))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type (SafetensorError) and OSError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{weights_file} is not a readable safetensors file ({first}): the save was cut short or "
+                         f"the file is damaged; train again or restore it") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{weights_file}: weight {name} holds NaN or inf values: the run diverged or the file "
+                             f"is damaged; use an earlier checkpoint")
+    return tensors
 
 
 def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
@@ -299,7 +331,10 @@ def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
                    init=cfg.init if cfg.method in ADAPTER_METHODS else None, init_divisor=cfg.init_divisor,
                    placement=cfg.placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=cfg.width, rank=cfg.rank,
                    gate_init=cfg.gate_init)
-    tensors = load_file(str(weights_file))
+    problem = weights_problem(path)
+    if problem:
+        raise ValueError(problem)
+    tensors = load_weights(weights_file)
     if cfg.method == "lora":
         from peft import set_peft_model_state_dict
 

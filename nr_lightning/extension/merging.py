@@ -35,11 +35,10 @@ from pathlib import Path
 
 import torch
 from peft.utils import merge_utils
-from safetensors.torch import load_file
 from torch import nn
 
 from ..registry import MERGE_METHODS
-from .api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE
+from .api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE, load_weights, weights_problem
 from .arch import _base_model
 
 ADAPTER_MERGES = ("linear", "dare")
@@ -78,7 +77,10 @@ def merge_task_tensors(tensors: list[torch.Tensor], method: str = "linear", weig
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(path)
-    return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")), load_file(str(path / WEIGHTS_FILE))
+    problem = weights_problem(path)  # checksum recorded at save time
+    if problem:
+        raise ValueError(problem)
+    return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")), load_weights(path / WEIGHTS_FILE)
 
 
 def lora_deltas(tensors: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:

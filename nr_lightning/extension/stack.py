@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..io import write_json_atomic
+from ..io import file_sha256, write_json_atomic
 from .adapter import ResidualAdapter
 from .api import (
     ADAPTER_METHODS,
@@ -37,7 +37,9 @@ from .api import (
     backbone_non_embedding,
     extension_config,
     load_extension,
+    load_weights,
     solve_width,
+    weights_problem,
 )
 from .arch import _base_model, find_ffns
 
@@ -168,7 +170,8 @@ def save_stages(model: nn.Module, path: str | Path) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         tensors = {n: t.detach().contiguous().cpu() for n, t in _stage_state(model, k).items()}
         save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
-        write_json_atomic(d / CONFIG_FILE, {"format_version": FORMAT_VERSION, **asdict(cfg)})
+        write_json_atomic(d / CONFIG_FILE, {"format_version": FORMAT_VERSION, **asdict(cfg),
+                                            "weights_sha256": file_sha256(d / WEIGHTS_FILE)})
         names.append(f"stage_{k}")
     router = {n: t.detach().cpu().contiguous() for n, t in _base_model(model).state_dict().items()
               if ".nrl_router." in n}
@@ -199,7 +202,10 @@ def load_stages(backbone: nn.Module, paths: list[str | Path]) -> nn.Module:
         cfg = _read_config(p)
         add_stage(model, budget=cfg.budget, gate=cfg.gate, init=cfg.init, init_divisor=cfg.init_divisor,
                   placement=cfg.placement, width=cfg.width, method=cfg.method)
-        tensors = load_file(str(p / WEIGHTS_FILE))
+        problem = weights_problem(p)  # checksum recorded at save time
+        if problem:
+            raise ValueError(problem)
+        tensors = load_weights(p / WEIGHTS_FILE)
         missing, unexpected = _base_model(model).load_state_dict(tensors, strict=False)
         missing = [k for k in missing if ".nrl_adapter." in k]
         if unexpected or missing:

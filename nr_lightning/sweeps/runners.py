@@ -37,16 +37,44 @@ def log(msg: str) -> None:
     print(f"[sweep] {msg}", file=sys.stderr, flush=True)
 
 
+PREEMPTED_EXIT = 3  # nr_lightning.train's status for "checkpoint written, resume with ckpt_path=last"
+
+
+class Interrupted(RuntimeError):
+    """The run was preempted (SIGUSR1/SIGTERM/SIGINT): it checkpointed; the next sweep resumes it."""
+
+
 def train_one(args: list[str], in_process: bool) -> None:
-    """One training run; raises on failure."""
+    """One training run; raises Interrupted when it was preempted, another exception on failure."""
     if in_process:
         from ..training.train import main as train_main
 
-        train_main(args)
+        if train_main(args).get("preempted"):
+            raise Interrupted("preempted: checkpoint written")
         return
-    proc = subprocess.run([sys.executable, "-m", "nr_lightning.train", *args], cwd=REPO)
-    if proc.returncode != 0:
-        raise RuntimeError(f"nr_lightning.train exited with status {proc.returncode}")
+    import signal
+
+    from ..preemption import PREEMPTION_SIGNALS
+
+    # The child runs in its own process group, and this process forwards each termination signal to it once:
+    # a terminal's Ctrl+C or a `kill` of the sweep reaches the run exactly once (it checkpoints and exits 3)
+    # instead of the sweep dying first and subprocess.run killing the run before its checkpoint.
+    proc = subprocess.Popen([sys.executable, "-m", "nr_lightning.train", *args], cwd=REPO, process_group=0)
+
+    def forward(signum: int, frame) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in PREEMPTION_SIGNALS}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if rc == PREEMPTED_EXIT:
+        raise Interrupted(f"nr_lightning.train was preempted (status {rc}): checkpoint written")
+    if rc != 0:
+        raise RuntimeError(f"nr_lightning.train exited with status {rc}")
 
 
 def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False,
@@ -69,6 +97,12 @@ def run_local(runs: list[Run], in_process: bool = False, fail_fast: bool = False
             try:
                 train_one(args, in_process)
                 row["status"] = "resumed" if state == "resume" else "trained"
+            except Interrupted as e:  # a termination signal: stop the sweep; its next start resumes this run
+                row["status"] = "interrupted"
+                row["seconds"] = time.perf_counter() - t0
+                log(f"{run.name} interrupted ({e}); run the sweep again to resume it")
+                rows.append(row)
+                break
             except (Exception, SystemExit) as e:  # one failed run must not stop the sweep
                 row["status"] = "FAILED"
                 row["error"] = f"{type(e).__name__}: {e}"

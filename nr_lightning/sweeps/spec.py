@@ -131,9 +131,13 @@ def resolve_path(spec: str | Path) -> Path:
 def load_sweep(spec: str | Path) -> Sweep:
     """Parse and check a sweep file (structure only; configs are checked by `expand`)."""
     path = resolve_path(spec)
-    node = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        node = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise SweepError(f"{path}: not valid YAML ({first}); fix the file") from None
     if not isinstance(node, dict):
-        raise SweepError(f"{path}: expected a mapping at the top level")
+        raise SweepError(f"{path}: expected a mapping at the top level, got a {type(node).__name__}")
     unknown = set(node) - SWEEP_KEYS
     if unknown:
         raise SweepError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {sorted(SWEEP_KEYS)}")
@@ -233,9 +237,11 @@ def expand(sweep: Sweep, scale: str, extra: list[str] | None = None, only: str |
     errors: list[str] = []
     template = sweep.name if "{scale}" in sweep.name else sweep.name + "-{scale}"
     index = 0
+    label_keys: set[str] = set()
     for (fixed, lab, ovr), (slab, sovr) in itertools.product(entries, scale_axes):
         overrides = [*sweep.base, *sc.overrides, *sovr, *ovr]
         labels = {**_labels_from(overrides), **slab, **lab}
+        label_keys |= set(labels)
         if any(all(labels.get(k) == v for k, v in ex.items()) for ex in sweep.exclude):
             continue
         key = tuple(overrides)
@@ -260,6 +266,10 @@ def expand(sweep: Sweep, scale: str, extra: list[str] | None = None, only: str |
                               f"name template {sweep.name!r}")
             continue  # the same run listed twice (e.g. by two grids): keep one
         runs[name] = run
+    unknown = sorted({k for ex in sweep.exclude for k in ex} - label_keys)
+    if unknown:  # an exclude on a misspelt axis used to exclude nothing, silently
+        raise SweepError(f"{sweep.path}: exclude names {', '.join(map(repr, unknown))}, which no run has as an axis "
+                         f"or override; axes: {', '.join(sorted(label_keys)) or 'none'}")
     if errors:
         raise SweepError(f"{sweep.path.name} (scale={scale}): {len(errors)} run(s) do not compose:\n"
                          + "\n".join(errors))

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--report-dir", default=None, help="report folder (default <runs_root>/_sweeps/<sweep>-<scale>)")
     ap.add_argument("--list", action="store_true", help="list the sweep files in experiments/paper/")
     args = ap.parse_intermixed_args(argv)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise SweepError(f"bad value --max-parallel={args.max_parallel}: at least 1 array task at once")
     if args.list or not args.sweep:
         list_sweeps()
         return []
@@ -152,6 +154,8 @@ def cli() -> None:
         sys.exit(0)
     if any(r["status"] == "FAILED" for r in rows):
         sys.exit(1)
+    if any(r["status"] == "interrupted" for r in rows):
+        sys.exit(3)  # as nr_lightning.train: preempted, checkpoint written; run the sweep again to resume
 
 
 if __name__ == "__main__":

@@ -160,6 +160,15 @@ class GateStatistics(_Periodic):
             model.train(was_training)
         return out
 
+    # gates.json's history travels in the checkpoint, as the forgetting curves' does: a resumed run keeps steps
+    # logged before the restart
+    def state_dict(self) -> dict:
+        return {"history": [dict(h) for h in self.history], "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+        self._last_step = int(state_dict.get("last_step", -1))
+
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         stats = self.statistics(pl_module.model)
         if not stats or not trainer.is_global_zero:
@@ -173,8 +182,9 @@ class GateStatistics(_Periodic):
             for i, (g, r) in enumerate(zip(s["gate_mean"], s["residual_l1"])):
                 metrics[f"gates_per_layer/{lang}_gate_mean_layer{i:02d}"] = g
                 metrics[f"gates_per_layer/{lang}_residual_l1_layer{i:02d}"] = r
-                if tb is not None and s["gate_values"][i] is not None:
-                    tb.add_histogram(f"gate_values/{lang}_layer{i:02d}", s["gate_values"][i], step)
+                values = s["gate_values"][i]  # a diverged run's NaN gates make TensorBoard's histogram raise
+                if tb is not None and values is not None and bool(torch.isfinite(values).all()):
+                    tb.add_histogram(f"gate_values/{lang}_layer{i:02d}", values, step)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         self.history.append({"step": step, **{lang: {"gate_mean": metrics[f"gates/{lang}_gate_mean"],
@@ -220,6 +230,8 @@ class GateSpectra(_Periodic):
         tb = _tb(trainer)
         if tb is None or not trainer.is_global_zero or not adapters(pl_module.model):
             return
+        if not all(bool(torch.isfinite(a.w_gate.weight).all()) for a in adapters(pl_module.model)):
+            return  # diverged weights: no spectrum (the NaN guard stops the run with a last good checkpoint)
         spectra = gate_spectra(pl_module.model)
         step = trainer.global_step
         for i, s in enumerate(spectra["adapter"]):

@@ -10,9 +10,11 @@ Why each piece exists:
   about every newer one it skips, so a damaged file (copied half-way, disk filled up on another writer,
   a flipped bit) falls back to the one before it. Loading is ``weights_only=True`` whatever the environment.
 - ``PreemptionCheckpoint`` replaces Lightning's SLURM SIGUSR1 handler, which saves the checkpoint *inside*
-  the signal handler and can deadlock DDP (Lightning issue #21406, docs/cluster.md): here the
-  handler only sets a flag; at the next optimizer-step boundary all ranks agree on it with one collective,
-  save a checkpoint together, rank 0 runs ``scontrol requeue`` and every rank stops with ``Preempted``.
+  the signal handler and can deadlock DDP (Lightning issue #21406, docs/cluster.md), and its SIGTERM
+  handler, which ends ``fit`` with a ``SystemExit`` whose status is 0 and writes no checkpoint: here the
+  handler only sets a flag (SIGUSR1, SIGTERM or SIGINT); at the next optimizer-step boundary all ranks agree
+  on it with one collective, save a checkpoint together, rank 0 runs ``scontrol requeue`` (SIGUSR1 under
+  SLURM only: SIGTERM is also ``scancel``) and every rank stops with ``Preempted``.
 - ``LossHistory`` appends the rank-averaged loss of every optimizer step to ``losses.jsonl``: the global-batch
   loss that DDP-vs-single-process and kill-and-resume comparisons need (the logged ``train/loss`` is rank 0's).
 """
@@ -36,7 +38,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..preemption import install_preemption_handler, preemption_requested
+from ..preemption import install_preemption_handler, preemption_requested, requested_signal
 
 __all__ = ["AtomicCheckpointIO", "LossHistory", "Preempted", "PreemptionCheckpoint", "StepDelay",
            "checkpoint_candidates", "checkpoint_problem", "install_preemption_handler", "preemption_requested",
@@ -223,18 +225,28 @@ def slurm_job_id() -> str | None:
 class Preempted(RuntimeError):
     """Raised on every rank after a preemption checkpoint was written (and the SLURM job requeued)."""
 
-    def __init__(self, path: Path, step: int, requeued: str | None) -> None:
-        self.path, self.step, self.requeued = path, step, requeued
+    def __init__(self, path: Path, step: int, requeued: str | None, signal_name: str | None = None) -> None:
+        self.path, self.step, self.requeued, self.signal = path, step, requeued, signal_name
         how = f"SLURM job {requeued} requeued" if requeued else "resume with ckpt_path=last"
-        super().__init__(f"preempted at step {step}: checkpoint {path}; {how}")
+        super().__init__(f"preempted ({signal_name or 'signal'}) at step {step}: checkpoint {path}; {how}")
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On a recorded SIGUSR1: all ranks agree at a step boundary, checkpoint, requeue (SLURM), stop."""
+    """On a recorded SIGUSR1/SIGTERM/SIGINT: all ranks agree at a step boundary, checkpoint, requeue (SLURM,
+    SIGUSR1 only), stop."""
 
     def __init__(self, dirpath: str | Path, requeue: bool | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.requeue = requeue
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has just put its own SIGTERM handler in front of ours (it records the signal, then ends fit
+        # with exit status 0 and no checkpoint): put ours back; Lightning's teardown restores the handlers
+        # it found, which are ours too. A SIGTERM that reached its handler meanwhile was recorded by ours as well.
+        install_preemption_handler()
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None and hasattr(connector, "received_sigterm"):
+            connector.received_sigterm = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -249,7 +261,9 @@ class PreemptionCheckpoint(L.Callback):
         path = self.dirpath / f"preempt-step{step:06d}.ckpt"
         trainer.save_checkpoint(path)  # collective; rank 0 writes (atomically), then a barrier
         job = slurm_job_id()
-        requeue = self.requeue if self.requeue is not None else job is not None
+        name = requested_signal() or "a signal on another rank"
+        # only SLURM's --signal (SIGUSR1) asks for a requeue; SIGTERM is also scancel, which must stay cancelled
+        requeue = self.requeue if self.requeue is not None else job is not None and name == "SIGUSR1"
         requeued = None
         if requeue and job:
             # the requeue SIGTERMs every task: let it end them at once instead of running Lightning's
@@ -259,13 +273,13 @@ class PreemptionCheckpoint(L.Callback):
                 for logger in trainer.loggers:
                     logger.finalize("success")
                 rc = subprocess.call(["scontrol", "requeue", job])
-                print(f"[nr-lightning] preempted at step {step}: saved {path}; scontrol requeue {job} -> rc {rc}",
-                      file=sys.stderr, flush=True)
+                print(f"[nr-lightning] preempted ({name}) at step {step}: saved {path}; scontrol requeue {job} -> "
+                      f"rc {rc}", file=sys.stderr, flush=True)
             requeued = job
         elif trainer.is_global_zero:
-            print(f"[nr-lightning] preempted at step {step}: saved {path}; resume with ckpt_path=last",
+            print(f"[nr-lightning] preempted ({name}) at step {step}: saved {path}; resume with ckpt_path=last",
                   file=sys.stderr, flush=True)
-        raise Preempted(path, step, requeued)
+        raise Preempted(path, step, requeued, name)
 
 
 # ----------------------------------------------------------------------------------------------- loss history

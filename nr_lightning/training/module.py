@@ -55,6 +55,7 @@ class ExtensionModule(L.LightningModule):
         self._skipped_batches = 0
         self._flops_per_token, self._peak_flops = 0.0, None  # set in on_fit_start (MFU)
         self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
+        self.run_identity: dict | None = None  # set by the training CLI; saved in every checkpoint
         # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.loss)
         # (not under FSDP/DeepSpeed: their root wrapper must run the forward that gathers the head's shards)
         sharded = cfg.trainer.strategy in ("fsdp", "deepspeed")
@@ -109,7 +110,7 @@ class ExtensionModule(L.LightningModule):
                    f"{'this rank: ' if bool(torch.isfinite(loss)) else ''}languages {langs}, "
                    f"{self._batch_source(batch, batch_idx)}, lm={lm.item():.4g} "
                    f"sparsity={local['sparsity'].item():.4g} gate_bce={local['gate_bce'].item():.4g}).")
-            if self.cfg.trainer.nan_policy == "skip":
+            if self.cfg.trainer.nan_policy == "skip" and not self._weights_diverged():
                 self._skipped_batches += 1
                 self.log("train/skipped_batches", float(self._skipped_batches))
                 self.print(f"[nr-lightning] skipping batch: {msg}")
@@ -120,8 +121,11 @@ class ExtensionModule(L.LightningModule):
                 params = [p for p in self.model.parameters() if p.requires_grad]
                 return torch.stack([p.sum() for p in params]).sum() * 0.0
             saved = self._save_last_good("nonfinite")
-            raise NonFiniteLossError(f"{msg} Lower method.lr, or set trainer.nan_policy=skip to skip such batches. "
-                                     f"{saved}")
+            if self.cfg.trainer.nan_policy == "skip":  # every later batch would be skipped too: stop instead
+                raise NonFiniteLossError(f"{msg} The trainable weights are non-finite (the run diverged): skipping "
+                                         f"batches cannot recover; start again with a lower method.lr. {saved}")
+            raise NonFiniteLossError(f"{msg} Resume with trainer.nan_policy=skip to skip such batches, or start "
+                                     f"again with a lower method.lr. {saved}")
         self.last_loss = loss.detach()
         n_tokens = ids.numel()
         now = time.perf_counter()
@@ -168,9 +172,17 @@ class ExtensionModule(L.LightningModule):
             self.print(f"[nr-lightning] skipping update: {msg}")
             return
         saved = self._save_last_good("nonfinite-grad")
-        raise NonFiniteLossError(f"{msg} Lower method.lr, or set trainer.nan_policy=skip. {saved}")
+        raise NonFiniteLossError(f"{msg} Resume with trainer.nan_policy=skip, or start again with a lower "
+                                 f"method.lr. {saved}")
 
     # ------------------------------------------------------------------ NaN guard helpers
+    def _weights_diverged(self) -> bool:
+        """True when a trainable weight is already non-finite (on any rank)."""
+        bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.requires_grad)
+        if self._world_size() > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        return bad
+
     def _world_size(self) -> int:
         trainer = self._trainer
         return int(trainer.world_size) if trainer is not None else 1
@@ -230,6 +242,8 @@ class ExtensionModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
         checkpoint["nrl"] = {"method": self.cfg.method.name, "report": self.report,
                              "extension_keys": len(keys)}
+        if self.run_identity is not None:  # what a resume must keep (training/integrity.py)
+            checkpoint["nrl"]["identity"] = self.run_identity
 
     def checkpoint_mismatch(self, checkpoint: dict) -> str | None:
         """Why ``checkpoint`` cannot resume this run (another method, budget or backbone), or None."""

@@ -171,6 +171,11 @@ def check_checkpoint_fits(ckpt_path: Path, module) -> None:
                           f"({str(e).strip().splitlines()[0] if str(e).strip() else 'unpickling refused'}); it was "
                           f"not written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
     problem = module.checkpoint_mismatch(ckpt)
+    bad = next((k for k, v in (ckpt.get("state_dict") or {}).items()
+                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # written after the run diverged: resuming it would only skip or stop again
+        raise ConfigError(f"ckpt_path={ckpt_path} holds non-finite weights ({bad}): the run had diverged when it "
+                          f"was written; resume from an earlier checkpoint with ckpt_path=PATH")
     if problem:
         raise ConfigError(f"ckpt_path={ckpt_path} cannot resume this run: {problem}; resume with the run's own "
                           f"settings (its config.yaml) or start a new run with another name=...")
@@ -214,20 +219,55 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=
     """One run, in the order it happens; each step is a helper below. Nothing is written into the run
     directory before every check (backbone, data, checkpoint, held-out texts) has passed (docs/reliability.md)."""
     from ..backbone import check_backbone
-    from .checkpointing import Preempted, checkpoint_candidates, resolve_checkpoint
 
     check_backbone(cfg.backbone.name)  # an empty directory or an unreachable hub id: before any other work
-    run_dir = _prepare(cfg)  # accumulation, precision, run directory: all fail before anything loads
+    run_dir = run_dir_for(cfg)
+    lock = _lock_run_dir(run_dir) if _env_rank_zero() else None  # one writer per run directory
+    try:
+        return _train_locked(cfg, build, extra_callbacks, run_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_run_dir(run_dir: Path):
+    """Take the run directory's lock (docs/reliability.md); an unwritable place is left to prepare_run_dir."""
+    from .integrity import RunDirLock
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    try:
+        return RunDirLock(run_dir).acquire()
+    except PermissionError:
+        return None
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on (disk full, diverged weights); its last good checkpoint and histories are kept."""
+
+
+def _train_locked(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks, run_dir: Path) -> dict:
+    from .checkpointing import Preempted, checkpoint_candidates, resolve_checkpoint
+
+    _prepare(cfg, run_dir)  # accumulation, precision, run directory: all fail before anything loads
     rank_zero = _env_rank_zero()
     if cfg.ckpt_path == "last" and rank_zero and not checkpoint_candidates(run_dir) \
             and {"metrics.json", "extension"} & set(earlier_outputs(run_dir)):
         raise ConfigError(f"ckpt_path=last: {run_dir} holds a finished run (metrics.json / extension/) and no "
                           f"checkpoint to resume from; choose another name=... or replace it with overwrite=true")
     ckpt_path = resolve_checkpoint(run_dir, cfg.ckpt_path)  # "last" = the newest *valid* checkpoint
+    saved_identity, ckpt_step = _saved_identity(ckpt_path) if ckpt_path is not None else (None, None)
+    if ckpt_path is not None:  # the config part: before the model loads
+        _check_same_run(ckpt_path, saved_identity, run_identity_of(cfg), ckpt_step)
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module, dm, tokenizer, run_summary = _build_module(cfg, build, run_dir, ckpt_path)
+    module.run_identity = run_identity_of(cfg, dm)  # recorded in every checkpoint (ExtensionModule.on_save_checkpoint)
+    if saved_identity is not None:  # the data part: hashes of the training files, once the data module exists
+        _check_same_run(ckpt_path, saved_identity, module.run_identity, ckpt_step)
     callbacks = _callbacks(cfg, run_dir, dm, tokenizer, resuming=ckpt_path is not None)
     if rank_zero:  # every check passed: only now touch the run directory
         if cfg.overwrite:
@@ -242,18 +282,77 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=
     inherit = not cfg.run_dir and not cfg.name and "NRL_RUN_DIR" not in os.environ
     if inherit:  # ranks that Lightning's launcher starts re-run this CLI: give them the same run directory
         os.environ["NRL_RUN_DIR"] = str(run_dir)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except Preempted as e:
         return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(e.path), "global_step": e.step,
-                "requeued": e.requeued}
+                "requeued": e.requeued, "signal": e.signal}
+    except SIGTERMException:  # Lightning's exit (status 0) for a SIGTERM that bypassed ours: never a success
+        last = checkpoint_candidates(run_dir)
+        return {"run_dir": str(run_dir), "preempted": True, "checkpoint": str(last[0]) if last else None,
+                "global_step": trainer.global_step, "requeued": None, "signal": "SIGTERM"}
+    except OSError as e:
+        _stop_on_write_error(e, run_dir)
+        raise
     finally:
         if inherit:
             os.environ.pop("NRL_RUN_DIR", None)
-    return {**_finish(cfg, run_dir, module, trainer, callbacks, ckpt_path), "extra_callbacks": extra}
+    try:
+        return {**_finish(cfg, run_dir, module, trainer, callbacks, ckpt_path), "extra_callbacks": extra}
+    except OSError as e:
+        _stop_on_write_error(e, run_dir)
+        raise
 
 
-def _prepare(cfg: RunConfig) -> Path:
+def _stop_on_write_error(e: OSError, run_dir: Path) -> None:
+    """Disk full / quota: RunStopped naming the file and the last good checkpoint (the atomic writers leave the
+    previous files intact); other OSErrors propagate."""
+    import errno
+
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return
+    from .checkpointing import checkpoint_candidates
+
+    last = checkpoint_candidates(run_dir)
+    kept = f"the last good checkpoint {last[0]} is kept" if last else "no checkpoint had been written yet"
+    raise RunStopped(f"no space left on the device while writing {e.filename or run_dir} ({e.strerror}); {kept}, "
+                     f"as are losses.jsonl and curves.json: free space, then resume with ckpt_path=last") from None
+
+
+def run_identity_of(cfg: RunConfig, dm=None) -> dict:
+    """The run's identity (training/integrity.py); with ``dm``, the SHA-256 of its training files too."""
+    from .integrity import data_files, run_identity
+
+    data = None
+    if dm is not None and hasattr(dm, "train_source") and hasattr(dm, "languages"):
+        data = data_files(dm)
+    return run_identity(cfg, data)
+
+
+def _saved_identity(ckpt_path: Path) -> tuple[dict | None, int | None]:
+    """(the identity recorded in the checkpoint, its global step); (None, step) for checkpoints that predate it."""
+    import torch
+
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by check_checkpoint_fits with their reason
+        return None, None
+    return (ckpt.get("nrl") or {}).get("identity"), ckpt.get("global_step")
+
+
+def _check_same_run(ckpt_path: Path, saved: dict | None, now: dict, ckpt_step: int | None) -> None:
+    from .integrity import identity_mismatch
+
+    problem = identity_mismatch(saved, now, ckpt_step)
+    if problem:
+        raise ConfigError(f"ckpt_path={ckpt_path} cannot resume this run: {problem}. A resume must be the same run "
+                          f"(keys that may change: docs/reliability.md); drop the change, or start a new run with "
+                          f"another name=... (nothing was written)")
+
+
+def _prepare(cfg: RunConfig, run_dir: Path | None = None) -> Path:
     """Resolve accumulation and precision, create and check the run directory."""
     from ..scale.plan import solve_accumulation
     from .precision import resolve_precision
@@ -261,7 +360,7 @@ def _prepare(cfg: RunConfig) -> Path:
     solve_accumulation(cfg)  # trainer.global_batch_tokens -> accumulate_grad_batches (fails before loading)
     cfg.trainer.precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     print(f"[nr-lightning] precision {cfg.trainer.precision} ({why})", file=sys.stderr)
-    run_dir = run_dir_for(cfg)
+    run_dir = run_dir or run_dir_for(cfg)
     prepare_run_dir(run_dir, cfg.ckpt_path is not None, min_free_gb=cfg.trainer.min_free_gb, overwrite=cfg.overwrite)
     return run_dir
 
@@ -375,7 +474,8 @@ def cli() -> None:
 
     try:
         result = run_cli(main)
-    except FloatingPointError as e:  # NonFiniteLossError: the message names the step, the batch and the checkpoint
+    except (FloatingPointError, RunStopped) as e:  # NonFiniteLossError (the message names the step, the batch and
+        # the checkpoint), disk full: the run failed, the user's input was fine -> status 1, not 2
         if debug_requested(sys.argv[1:]):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -89,10 +89,11 @@ def test_tiny_training_run_writes_curves_checkpoints_extension(tmp_path, fixture
 def test_resume_from_last(tmp_path, fixtures_dir):
     from nr_lightning.training.train import main
 
-    main(tiny_args(tmp_path, fixtures_dir, steps=2))
+    constant = "optim.schedule=constant"  # a run may be extended when its lr schedule does not depend on max_steps
+    main([*tiny_args(tmp_path, fixtures_dir, steps=2), constant])
     with pytest.raises(ConfigError, match="ckpt_path=last"):
-        main(tiny_args(tmp_path, fixtures_dir, steps=4))
-    result = main([*tiny_args(tmp_path, fixtures_dir, steps=4), "ckpt_path=last"])
+        main([*tiny_args(tmp_path, fixtures_dir, steps=4), constant])
+    result = main([*tiny_args(tmp_path, fixtures_dir, steps=4), constant, "ckpt_path=last"])
     assert result["global_step"] == 4
 
 
