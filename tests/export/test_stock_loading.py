@@ -55,10 +55,10 @@ LOADER = textwrap.dedent('''
             m.eval()
             with torch.no_grad():
                 out[f"{name}/{how}/logits"] = m(input_ids=ids).logits.contiguous()
-                out[f"{name}/{how}/generate"] = m.generate(input_ids=ids, max_new_tokens=%d, do_sample=False,
+                out[f"{name}/{how}/generate"] = m.generate(input_ids=ids, max_new_tokens=int(sys.argv[3]), do_sample=False,
                                                            pad_token_id=0).contiguous()
     save_file(out, "loaded.safetensors", metadata={"refused": json.dumps(refused)})
-''' % NEW_TOKENS)
+''')
 
 
 def framework(run: Path):
@@ -122,7 +122,8 @@ def test_every_export_loads_with_stock_tools_in_a_fresh_process_after_a_move(tmp
     shutil.move(str(written), str(moved))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "NRL_"))}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TOKENIZERS_PARALLELISM="false")
-    p = subprocess.run([sys.executable, "-I", "-c", LOADER, json.dumps(kinds), json.dumps(IDS.tolist())],
+    p = subprocess.run([sys.executable, "-I", "-c", LOADER, json.dumps(kinds), json.dumps(IDS.tolist()),
+                        str(NEW_TOKENS)],
                        cwd=moved, env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-3000:]
     got = load_file(str(moved / "loaded.safetensors"))
