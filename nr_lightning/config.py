@@ -89,6 +89,9 @@ class TrainerConfig:
     fsdp_sharding: str = "FULL_SHARD"  # FULL_SHARD (ZeRO-3-like) | SHARD_GRAD_OP (ZeRO-2-like) | HYBRID_SHARD | NO_SHARD
     deepspeed_stage: int = 2  # ZeRO stage for strategy=deepspeed (needs the deepspeed package)
     min_free_gb: float = 1.0  # refuse to start when the run directory's disk has less free space
+    # where curves go, several at once: tensorboard (<run>/tb) | csv (<run>/csv/metrics.csv) | wandb (<run>/wandb,
+    # offline unless WANDB_MODE=online; the `wandb` extra), e.g. trainer.loggers=[tensorboard,csv,wandb]
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -249,6 +252,23 @@ def _non_finite(value: Any, key: str = "") -> str | None:
     return None
 
 
+LOGGERS = ("tensorboard", "csv", "wandb")
+
+
+def logger_problem(names: list[str]) -> str | None:
+    """Why trainer.loggers cannot be built (unknown name, wandb not installed), else None."""
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        return f"bad value trainer.loggers: unknown logger {unknown[0]!r}; valid choices: {', '.join(LOGGERS)}"
+    if "wandb" in names:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            return ("trainer.loggers names wandb, which is not installed: pip install 'nr-lightning[wandb]' "
+                    "(or drop wandb from trainer.loggers)")
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
     node = OmegaConf.structured(cfg)  # built once: it is the slow part of compose()
     bad = _non_finite(OmegaConf.to_container(node))
@@ -275,6 +295,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"method.beta={cfg.method.beta} with gate=elu: the gate BCE would push ELU(g) to -1 on "
                           "English (a flipped residual, not a closed one); use method.gate=sigmoid (or relu) with "
                           "method.beta > 0, or method.beta=0 with the ELU gate")
+    problem = logger_problem(cfg.trainer.loggers)
+    if problem:
+        raise ConfigError(problem)
     problem = stratified_problem(cfg.data.mixing, cfg.data.p, cfg.data.batch_size)
     if problem:
         raise ConfigError(problem)

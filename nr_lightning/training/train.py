@@ -63,7 +63,7 @@ def _env_rank_zero() -> bool:
 # What a run writes into its directory (plus eval.json from nr_lightning.evaluate): any of them means the
 # directory belongs to an earlier run, whose results a fresh start would overwrite or append to.
 OUTPUTS = ("config.yaml", "plan.txt", "metrics.json", "curves.json", "losses.jsonl", "eval.json", "checkpoints",
-           "extension", "tb")
+           "extension", "tb", "csv", "wandb")
 
 
 def earlier_outputs(path: Path) -> list[str]:
@@ -250,6 +250,9 @@ def _train(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_callbacks=
     finally:
         if inherit:
             os.environ.pop("NRL_RUN_DIR", None)
+        from .dashboard import close_loggers
+
+        close_loggers(trainer.loggers)
     return {**_finish(cfg, run_dir, module, trainer, callbacks, ckpt_path), "extra_callbacks": extra}
 
 
@@ -323,17 +326,17 @@ def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> 
 
 
 def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
-    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, TensorBoard logger."""
+    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, loggers."""
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch.callbacks import ProgressBar
 
     from ..scale.plan import build_strategy
     from .checkpointing import AtomicCheckpointIO
-    from .dashboard import RunLogger
+    from .dashboard import build_loggers
 
-    # custom-scalars layout, no `epoch` scalar (training/dashboard.py)
-    logger = RunLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    # trainer.loggers (TensorBoard by default: custom-scalars layout, no `epoch` scalar; training/dashboard.py)
+    logger = build_loggers(cfg.trainer.loggers, run_dir) or False
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler
