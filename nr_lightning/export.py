@@ -283,7 +283,11 @@ def load_exported(path: str | Path):
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
+        from .cli_help import key_table
+
         print(__doc__)
+        print("Keys (key=default  doc):")
+        print(key_table(ExportArgs))
         return {}
     args = parse(argv)
     info = export(args.run, args.out, args.format)

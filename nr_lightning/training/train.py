@@ -187,11 +187,20 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
     early stop reads the ForgettingCurves history)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
+        from ..cli_help import key_table
+
         print(__doc__)
         print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
+        print("--print-config prints the resolved config (YAML, what config.yaml would hold) and exits.")
         print("User errors print one `error:` line (exit 2); --debug or NRL_DEBUG=1 shows the traceback.")
+        print("\nKeys (key=default with experiments/config.yaml, method=neutral lang=fr; doc):")
+        print(key_table(RunConfig, to_dict(compose([]))))
         return {}
+    if "--print-config" in argv:  # the resolved config, nothing loaded or written
+        cfg = compose([a for a in argv if a != "--print-config"])
+        print(to_yaml(cfg), end="")
+        return {"config": to_dict(cfg)}
     from ..preemption import install_preemption_handler
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
