@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -94,7 +95,6 @@ def stacked_run(root: Path) -> Path:
 
 def test_every_export_loads_with_stock_tools_in_a_fresh_process_after_a_move(tmp_path):
     from nr_lightning.backbone import load_tokenizer
-    from nr_lightning.export import export
 
     tok = load_tokenizer("tiny")
     gemma = tmp_path / "gemma-backbone"  # a local backbone directory of another family (GELU FFN, own class)
@@ -104,20 +104,44 @@ def test_every_export_loads_with_stock_tools_in_a_fresh_process_after_a_move(tmp
             "neutral": fake_run(tmp_path / "r2", "neutral"),
             "gemma_neutral": fake_run(tmp_path / "r4", "neutral", backbone=str(gemma)),
             "stack": stacked_run(tmp_path / "r6")}
+    kinds = load_moved_exports_in_a_fresh_process(tmp_path, runs)
+    assert kinds == {"lora": "peft", "neutral": "remote", "gemma_neutral": "remote", "stack": "remote"}
+    # the LoRA base beside the adapter is the clean backbone: its own names, no PEFT wrappers
+    with safe_open(str(tmp_path / "elsewhere" / "lora" / "base_model" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert "model.layers.0.mlp.gate_proj.weight" in keys and len(keys) > 10
+    assert not [k for k in keys if "lora_" in k or "base_layer" in k]
+    moved = tmp_path / "elsewhere"
+    assert json.loads((moved / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"] == "base_model"
+    assert json.loads((moved / "gemma_neutral" / "config.json").read_text())["model_type"] == "nrl_gemma"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["smollm2-135m"])
+def test_real_backbone_exports_load_with_stock_tools(tmp_path, backbone):
+    """The converted SmolLM2 (a preset that exists on no hub): the PEFT base copy and the remote code at full size."""
+    from nr_lightning.backbone import load_backbone
+
+    try:
+        load_backbone(backbone)
+    except FileNotFoundError as e:
+        pytest.fail(f"{backbone} is not available here: {e}")
+    runs = {"lora": fake_run(tmp_path / "r1", "lora", backbone=backbone),
+            "neutral": fake_run(tmp_path / "r2", "neutral", backbone=backbone)}
+    assert load_moved_exports_in_a_fresh_process(tmp_path, runs) == {"lora": "peft", "neutral": "remote"}
+
+
+def load_moved_exports_in_a_fresh_process(tmp_path: Path, runs: dict[str, Path]) -> dict[str, str]:
+    """Export every run, move the exports, load them in `python -I` without nr_lightning, compare with the
+    framework's logits and greedy generations; returns name -> peft | remote | hf."""
+    from nr_lightning.export import export
+
     ref = {name: framework(run) for name, run in runs.items()}
     written, kinds = tmp_path / "written", {}
     for name, run in runs.items():
         info = export(run, written / name)
         kinds[name] = "peft" if info["format"] == "peft" else "remote" if info.get("remote_code") else "hf"
         assert (written / name / "README.md").read_text().startswith("---\n")
-    assert kinds == {"lora": "peft", "neutral": "remote", "gemma_neutral": "remote", "stack": "remote"}
-    # the LoRA base beside the adapter is the clean backbone: its own names, no PEFT wrappers
-    with safe_open(str(written / "lora" / "base_model" / "model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    assert "model.layers.0.mlp.gate_proj.weight" in keys and len(keys) > 10 and not [k for k in keys if "lora_" in k or "base_layer" in k]
-    assert json.loads((written / "lora" / "adapter_config.json").read_text())["base_model_name_or_path"] == "base_model"
-    assert json.loads((written / "gemma_neutral" / "config.json").read_text())["model_type"] == "nrl_gemma"
-
     moved = tmp_path / "elsewhere"
     shutil.move(str(written), str(moved))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "NRL_"))}
@@ -137,3 +161,4 @@ def test_every_export_loads_with_stock_tools_in_a_fresh_process_after_a_move(tmp
             torch.testing.assert_close(got[f"{name}/{how}/logits"], logits, atol=1e-5, rtol=1e-5,
                                        msg=lambda m, n=name, h=how: f"{n} ({h}): {m}")
             assert torch.equal(got[f"{name}/{how}/generate"], generated), (name, how)
+    return kinds
