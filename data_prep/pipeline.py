@@ -8,6 +8,7 @@ Every stage is a datatrove executor with its own logging dir, so finished tasks 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -165,6 +166,43 @@ def _check_resume(cfg: PrepConfig) -> None:
     (out / "_logs" / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
 
 
+@contextlib.contextmanager
+def quiet_terminal(log: Path):
+    """Send what the libraries print during a stage (datatrove's per-task loguru lines and banners, on stdout or
+    stderr, from this process and its workers) to `log` instead of the terminal; on failure, show its tail.
+
+    Both the file descriptors (worker processes inherit them) and sys.stdout/sys.stderr (what loguru's sinks
+    and pytest's capture hold) are redirected; afterwards loguru keeps writing INFO to `log`, warnings to the
+    terminal."""
+    from loguru import logger
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    failed = False
+    with open(log, "a", encoding="utf-8", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            f.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            logger.remove()  # datatrove's sinks hold the redirected stream, about to close
+            logger.add(str(log), level="INFO")
+            logger.add(sys.stderr, level="WARNING")
+            if failed:
+                tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+                print("\n".join(tail), file=sys.stderr)
+
+
 def run(cfg: PrepConfig) -> dict[str, Any] | None:
     """Resolve, check, run all stages; returns the run stats (local) or None (jobs submitted)."""
     cfg = resolve(cfg)
@@ -187,11 +225,14 @@ def run(cfg: PrepConfig) -> dict[str, Any] | None:
 
             ex = LocalPipelineExecutor(pipeline, tasks=tasks, workers=min(cfg.workers, tasks),
                                        logging_dir=str(logs / stage))
-        ex.run()
+        with quiet_terminal(logs / stage / "terminal.log"):
+            ex.run()
         missing = [r for r in range(tasks) if not ex.is_rank_completed(r)]
         if missing:
             raise RuntimeError(f"stage {stage}: tasks {missing} did not complete; see {logs / stage}/logs")
         wall[stage] = time.perf_counter() - t
+        print(f"[data_prep] {stage}: {tasks} task(s) done in {wall[stage]:.1f} s (log: {logs / stage / 'terminal.log'})",
+              file=sys.stderr)
     from data_prep.stats import summarize
 
     return summarize(cfg.output, wall_s=time.perf_counter() - t0, stage_wall_s=wall, workers=cfg.workers)

@@ -34,7 +34,7 @@ class BackboneConfig:
     # continued-pretrained base, `make backbone-en`; tiny), a local HF directory or a hub id
     name: str = "smollm2-135m"
     dtype: str = "float32"  # weights dtype: float32 | bfloat16 (fp32 is faster on CPUs without AMX)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # let transformers run the backbone's own modelling code (hub models that need it)
 
 
 @dataclass
@@ -54,12 +54,12 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    eps: float = 1e-8  # AdamW epsilon
     schedule: str = "cosine"  # cosine | constant (both after linear warm-up)
-    warmup_steps: int = 10
+    warmup_steps: int = 10  # linear warm-up from 0 to the peak lr
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of the peak lr
     grad_clip: float = 1.0  # 0 disables clipping
     # The optimizer's peak lr = method.lr * lr_multiplier. method.lr holds the paper's values (paper Sec. 4.1), tuned
@@ -69,19 +69,19 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 100
+    max_steps: int = 100  # optimizer steps of the run
     accelerator: str = "cpu"  # cpu | gpu | auto
-    devices: Any = 1
-    num_nodes: int = 1
+    devices: Any = 1  # devices per node (an int, or a list of device ids)
+    num_nodes: int = 1  # nodes (SLURM: the job's --nodes)
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
     precision: str = "auto"  # auto (bf16-mixed where measured faster, GPUs included) | 32-true | bf16-mixed | 16-mixed
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 1
-    checkpoint_every_n_steps: int = 50
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step
+    log_every_n_steps: int = 1  # logger write interval (train/* scalars)
+    checkpoint_every_n_steps: int = 50  # a checkpoint every N steps (plus last.ckpt)
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
     fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/loss.py); off under fsdp/deepspeed
-    detect_anomaly: bool = False
+    detect_anomaly: bool = False  # torch autograd anomaly detection (slow; finds the op that made a NaN)
     nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
     dry_run: bool = False  # print the memory plan (layout, per-GPU memory estimates), do not train
     global_batch_tokens: int = 0  # >0: solve accumulate_grad_batches = this / (devices*nodes*batch_size*seq_len)
@@ -89,14 +89,17 @@ class TrainerConfig:
     fsdp_sharding: str = "FULL_SHARD"  # FULL_SHARD (ZeRO-3-like) | SHARD_GRAD_OP (ZeRO-2-like) | HYBRID_SHARD | NO_SHARD
     deepspeed_stage: int = 2  # ZeRO stage for strategy=deepspeed (needs the deepspeed package)
     min_free_gb: float = 1.0  # refuse to start when the run directory's disk has less free space
+    # where curves go, several at once: tensorboard (<run>/tb) | csv (<run>/csv/metrics.csv) | wandb (<run>/wandb,
+    # offline unless WANDB_MODE=online; the `wandb` extra), e.g. trainer.loggers=[tensorboard,csv,wandb]
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
 class EvalConfig:
     every_n_steps: int = 50  # held-out bpb (the forgetting curves) every N steps; 0 = only at start and end
     max_docs: int = 48  # held-out documents per language for the in-training curves
-    max_length: int = 512
-    batch_size: int = 8
+    max_length: int = 512  # context window of the bpb pass (tokens)
+    batch_size: int = 8  # windows per forward pass of the bpb pass
     at_start: bool = True  # evaluate the untouched model at step 0
     indomain: bool = False  # also curve the in-domain English held-out set (eval/bpb_en_indomain)
     # more held-out sets to curve, name -> JSONL path (eval/bpb_<name>; not in eval/bpb_sum), e.g. a dev copy of
@@ -109,11 +112,11 @@ class EvalConfig:
 class RunConfig:
     name: str | None = None  # run name (default: <method>-<lang>-<timestamp>)
     run_dir: str | None = None  # full path; overrides runs_root/name
-    runs_root: str = "runs"
+    runs_root: str = "runs"  # parent directory of named runs
     ckpt_path: str | None = None  # resume: last | path/to.ckpt
     overwrite: bool = False  # replace an earlier run's outputs in run_dir (otherwise such a directory is refused)
-    seed: int = 0
-    lang: str = "fr"
+    seed: int = 0  # seed of the adapter initialisation and of the random `tiny` preset
+    lang: str = "fr"  # the new language (a file of experiments/lang/): sets data.learn
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -297,6 +300,23 @@ def _non_finite(value: Any, key: str = "") -> str | None:
     return None
 
 
+LOGGERS = ("tensorboard", "csv", "wandb")
+
+
+def logger_problem(names: list[str]) -> str | None:
+    """Why trainer.loggers cannot be built (unknown name, wandb not installed), else None."""
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        return f"bad value trainer.loggers: unknown logger {unknown[0]!r}; valid choices: {', '.join(LOGGERS)}"
+    if "wandb" in names:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            return ("trainer.loggers names wandb, which is not installed: pip install 'nr-lightning[wandb]' "
+                    "(or drop wandb from trainer.loggers)")
+    return None
+
+
 def validate(cfg: RunConfig) -> None:
     node = OmegaConf.structured(cfg)  # built once: it is the slow part of compose()
     bad = _non_finite(OmegaConf.to_container(node))
@@ -328,6 +348,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"method.beta={cfg.method.beta} with gate=elu: the gate BCE would push ELU(g) to -1 on "
                           "English (a flipped residual, not a closed one); use method.gate=sigmoid (or relu) with "
                           "method.beta > 0, or method.beta=0 with the ELU gate")
+    problem = logger_problem(cfg.trainer.loggers)
+    if problem:
+        raise ConfigError(problem)
     problem = stratified_problem(cfg.data.mixing, cfg.data.p, cfg.data.batch_size)
     if problem:
         raise ConfigError(problem)

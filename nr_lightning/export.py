@@ -2,19 +2,23 @@
 
     python -m nr_lightning.export run=runs/<name> out=DIR [format=auto|peft|hf|extension]
 
-- ``peft`` (LoRA runs): a PEFT adapter directory; ``PeftModel.from_pretrained(backbone, DIR)`` loads it
-  (and ``AutoPeftModelForCausalLM.from_pretrained(DIR)``, whose base path the adapter config names).
-- ``hf``: a plain Hugging Face model directory, ``AutoModelForCausalLM.from_pretrained(DIR)`` with no
-  custom code. LoRA is merged into the weights; finetune is saved as is; vanilla adapters (no block gate,
-  parallel placement) become the backbone's own architecture with a wider FFN: the adapter has the FFN's
-  form ``W_out(act(W_gate x) * W_in x)`` (docs/evaluation.md), so stacking its rows under ``gate_proj`` /
-  ``up_proj`` and its columns beside ``down_proj`` gives exactly ``F(x) + A(x)`` with
-  ``intermediate_size = d_ffn + width``.
+- ``peft`` (LoRA runs): a PEFT adapter directory with a clean copy of the backbone in ``DIR/base_model``;
+  ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR/base_model), DIR)`` loads it from
+  anywhere, ``AutoPeftModelForCausalLM.from_pretrained(DIR)`` where ``base_model_name_or_path`` resolves
+  (the backbone's hub id, or ``base_model`` relative to the working directory: PEFT does not resolve it
+  against DIR).
+- ``hf``: a Hugging Face model directory for ``AutoModelForCausalLM.from_pretrained(DIR)``. LoRA is merged
+  into the weights; finetune is saved as is; vanilla adapters (no block gate, parallel placement) become the
+  backbone's own architecture with a wider FFN (no custom code): the adapter has the FFN's form
+  ``W_out(act(W_gate x) * W_in x)`` (docs/export.md), so stacking its rows under ``gate_proj`` /
+  ``up_proj`` and its columns beside ``down_proj`` gives exactly ``F(x) + A(x)``. Gated methods (sigmoid,
+  neutral), serial adapters and stacked stages have no stock equivalent: their directory carries a small
+  modelling file (``modeling_nrl.py``, torch + transformers only) named by ``auto_map``, loaded with
+  ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)``.
 - ``extension``: our own format (the run's ``extension/`` plus the backbone it extends and the tokenizer),
-  the one format that represents a block gate (sigmoid, neutral) and stacked stages. Load it with
-  ``model, tokenizer = nr_lightning.export.load_exported(DIR)``.
+  loaded with ``model, tokenizer = nr_lightning.export.load_exported(DIR)``.
 
-``format=auto`` picks peft for LoRA, hf for finetune and vanilla adapters, extension otherwise.
+``format=auto`` picks peft for LoRA, hf otherwise. Every export writes a model card (README.md).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from .io import checksum_problem, write_checksums, write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
 BACKBONE_FILE = "backbone.json"  # extension format: which backbone the extension extends
+REMOTE_CODE = Path(__file__).resolve().parent / "hf_remote" / "modeling_nrl.py"  # copied into gated hf exports
+BASE_DIR = "base_model"  # peft format: the clean backbone beside the adapter
 
 
 @dataclass
@@ -60,31 +66,32 @@ def parse(argv: list[str]) -> ExportArgs:
     return args
 
 
-def auto_format(method: str, gate: str | None, placement: str = "parallel") -> str:
-    if method == "lora":
-        return "peft"
-    if method == "finetune" or (method == "adapters" and gate in (None, "none") and placement == "parallel"):
-        return "hf"
-    return "extension"
+def auto_format(method: str, gate: str | None = None, placement: str = "parallel") -> str:
+    """peft for LoRA, hf (plain, or with the modelling file for gated/serial/stacked adapters) otherwise."""
+    return "peft" if method == "lora" else "hf"
 
 
-def _check_hf_representable(model: nn.Module) -> None:
-    """Raise naming the reason when the extension cannot become a plain HF model."""
+def plain_hf_reason(model: nn.Module) -> str | None:
+    """Why the extension cannot become a plain HF model without custom code (None when it can)."""
     from .extension import adapters, extension_config
 
     cfg = extension_config(model)
     if any(".nrl_stages." in n or ".nrl_router." in n for n, _ in model.named_parameters()):
-        raise ConfigError("stacked extension stages (and their router) have no plain Hugging Face equivalent; "
-                          "use format=extension")
+        return "stacked extension stages (and their router) have no plain Hugging Face equivalent"
     if cfg.method in ("finetune", "lora"):
-        return
+        return None
     if any(a.block_gate is not None for a in adapters(model)):
-        raise ConfigError(f"method {cfg.method!r} has a per-token block gate (gate={cfg.gate}), which neither a plain "
-                          f"Hugging Face model nor PEFT can represent; use format=extension "
-                          f"(loaded by nr_lightning.export.load_exported)")
+        return f"method {cfg.method!r} has a per-token block gate (gate={cfg.gate}), which no stock FFN or PEFT has"
     if cfg.placement != "parallel":
-        raise ConfigError(f"placement={cfg.placement!r} adapters read the FFN's output, so they cannot be folded into "
-                          f"the FFN; use format=extension")
+        return f"placement={cfg.placement!r} adapters read the FFN's output, so they cannot be folded into the FFN"
+    return None
+
+
+def _check_hf_representable(model: nn.Module) -> None:
+    """Raise naming the reason when the extension cannot become a plain HF model."""
+    why = plain_hf_reason(model)
+    if why:
+        raise ConfigError(f"{why}; export format=hf (loaded with trust_remote_code=True) or format=extension")
 
 
 @torch.no_grad()
@@ -121,15 +128,6 @@ def widen_ffns(model: nn.Module) -> nn.Module:
     return model
 
 
-def _backbone_source(name: str) -> str | None:
-    """A path or hub id the backbone can be loaded from by transformers (None for the random `tiny` preset)."""
-    if name == "smollm2-135m":
-        from .backbone import smollm2_dir
-
-        return str(smollm2_dir())
-    return None if name == "tiny" else name
-
-
 def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out={out} is a file: out= names the directory to create (nothing was overwritten)")
@@ -138,67 +136,137 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
-    """Export `run` to `out`; returns {"format", "out", "method", ...}."""
+def _load_run(run: Path):
+    """(model, tokenizer, run config) of a finished run: one extension, or stacked stages (sequence.json)."""
     from .evaluation.evaluate import EvalRun, load_model
+
+    if not (run / "extension" / "sequence.json").is_file():
+        return load_model(EvalRun(run=str(run)))
+    from .backbone import load_backbone
+    from .config import from_dict
+    from .extension import load_stack
+
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}/config.yaml not found: run= must be a directory written by nr_lightning.train")
+    run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run / "config.yaml")))
+    backbone, tok = load_backbone(run_cfg.backbone.name, seed=run_cfg.seed)
+    model = load_stack(backbone, run / "extension").eval().requires_grad_(False)
+    return model, tok, run_cfg
+
+
+def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
+    """Export `run` to `out`; returns {"format", "out", "method", "loader", ...}. Writes a model card (README.md)."""
     from .extension import extension_config
+    from .model_card import write_model_card
 
     run, out = Path(run), Path(out)
     if out.exists() and not out.is_dir():  # before the model loads
         _prepare_out(out)
-    stack = run / "extension" / "sequence.json"
-    if stack.is_file():
-        return _export_extension(run, out, None)
-    model, tok, run_cfg = load_model(EvalRun(run=str(run)))
+    model, tok, run_cfg = _load_run(run)
     cfg = extension_config(model)
-    fmt = auto_format(cfg.method, cfg.gate, cfg.placement) if format == "auto" else format
+    fmt = auto_format(cfg.method) if format == "auto" else format
     if fmt == "peft" and cfg.method != "lora":
         raise ConfigError(f"format=peft holds LoRA adapters; this run's method is {cfg.method!r}: use format=hf "
-                          f"(finetune, vanilla adapters) or format=extension")
+                          f"or format=extension")
     if fmt == "extension":
-        return _export_extension(run, out, run_cfg)
-    if fmt == "hf":
-        _check_hf_representable(model)
-    _prepare_out(out)
-    info = {"format": fmt, "out": str(out), "method": cfg.method, "run": str(run)}
-    if fmt == "peft":
-        base_dir = _backbone_source(run_cfg.backbone.name)
-        if base_dir is None:  # a random preset exists nowhere on disk: ship it next to the adapter
-            base_dir = str(out / "base_model")
-            model.get_base_model().save_pretrained(base_dir, safe_serialization=True)
-            tok.save_pretrained(base_dir)
-        model.peft_config["default"].base_model_name_or_path = base_dir
-        model.save_pretrained(str(out), safe_serialization=True)
-        info["base_model"] = base_dir
+        _prepare_out(out)
+        info = _export_extension(run, out, run_cfg)
     else:
-        if cfg.method == "lora":
-            model = model.merge_and_unload()
-        elif cfg.method != "finetune":
-            model = widen_ffns(model)
+        _prepare_out(out)
+        if fmt == "peft":
+            info = export_peft(model, tok, run_cfg.backbone.name, out)
+        elif plain_hf_reason(model) is None:
+            info = export_hf_plain(model, tok, out)
         else:
-            del model.nrl_config
-        model.save_pretrained(str(out), safe_serialization=True)
-        info["intermediate_size"] = model.config.intermediate_size
-    tok.save_pretrained(str(out))
+            info = export_hf_remote(model, tok, out)
+    info = {"format": fmt, "out": str(out), "method": cfg.method, "run": str(run), **info}
+    write_model_card(out, run, run_cfg, info)
     write_checksums(out)  # SHA256SUMS: `sha256sum -c SHA256SUMS` (or load_exported) proves the weights intact
     return info
 
 
-def _export_extension(run: Path, out: Path, run_cfg) -> dict:
-    from .config import from_dict
+def _hub_id(name: str) -> str | None:
+    """`name` when the backbone is a hub id (resolves anywhere with the hub or its cache), else None."""
+    from .backbone import PRESETS
 
-    if run_cfg is None:
-        run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run / "config.yaml")))
-    _prepare_out(out)
+    return None if name in PRESETS or Path(name).expanduser().exists() else name
+
+
+def export_peft(model: nn.Module, tok, backbone_name: str, out: Path) -> dict:
+    """A PEFT adapter directory; the backbone beside it in DIR/base_model unless it is a hub id.
+
+    ``base_model_name_or_path`` is the hub id, or ``base_model``: PEFT resolves it against the working
+    directory (never against DIR), so the load call that works from anywhere names the base explicitly."""
+    hub = _hub_id(backbone_name)
+    model.peft_config["default"].base_model_name_or_path = hub or BASE_DIR
+    # LoRA targets the FFN only: no embedding to save (and no lookup of the base path's config on the hub)
+    model.save_pretrained(str(out), safe_serialization=True, save_embedding_layers=False)
+    tok.save_pretrained(str(out))
+    info: dict = {"base_model": hub or BASE_DIR}
+    if hub is None:
+        base = model.unload()  # the backbone's own modules back in place of the LoRA wrappers (not merged)
+        base.save_pretrained(str(out / BASE_DIR), safe_serialization=True)
+        tok.save_pretrained(str(out / BASE_DIR))
+        info["loader"] = (f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{out}/{BASE_DIR}'), "
+                          f"'{out}')")
+    else:
+        info["loader"] = f"AutoPeftModelForCausalLM.from_pretrained('{out}')"
+    return info
+
+
+def export_hf_plain(model: nn.Module, tok, out: Path) -> dict:
+    """A stock HF directory: LoRA merged, finetune as is, vanilla parallel adapters folded into wider FFNs."""
+    from .extension import extension_config
+
+    method = extension_config(model).method
+    if method == "lora":
+        model = model.merge_and_unload()
+    elif method != "finetune":
+        model = widen_ffns(model)
+    else:
+        del model.nrl_config
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    return {"intermediate_size": model.config.intermediate_size,
+            "loader": f"AutoModelForCausalLM.from_pretrained('{out}')"}
+
+
+def export_hf_remote(model: nn.Module, tok, out: Path) -> dict:
+    """A HF directory whose config names modeling_nrl.py (auto_map): the backbone family's stock class plus the
+    gated adapters, for ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)``.
+
+    The parameter names are the framework's own (``...mlp.nrl_adapter.w_gate.weight``, ``...mlp.nrl_stages.0...``,
+    ``...mlp.nrl_router.proj...``), so the weights are the framework model's state dict as is."""
+    from .extension.stack import stage_configs
+
+    base_type = model.config.model_type
+    stages = [{"method": c.method, "width": c.width, "gate": c.gate or "none", "placement": c.placement,
+               "activation": c.activation} for c in stage_configs(model)]
+    router = any(".nrl_router." in n for n, _ in model.named_parameters())
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config.update({"model_type": f"nrl_{base_type}", "architectures": ["NRLForCausalLM"],
+                   "auto_map": {"AutoConfig": "modeling_nrl.NRLConfig",
+                                "AutoModelForCausalLM": "modeling_nrl.NRLForCausalLM"},
+                   "nrl_stages": stages, "nrl_router": router})
+    write_json_atomic(out / "config.json", config)
+    code = REMOTE_CODE.read_text(encoding="utf-8")
+    marker = 'BASE_MODEL_TYPE = "llama"'
+    assert marker in code, "modeling_nrl.py lost its BASE_MODEL_TYPE line"
+    (out / REMOTE_CODE.name).write_text(code.replace(marker, f"BASE_MODEL_TYPE = {base_type!r}", 1), encoding="utf-8")
+    return {"remote_code": REMOTE_CODE.name, "stages": len(stages), "router": router,
+            "loader": f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)"}
+
+
+def _export_extension(run: Path, out: Path, run_cfg) -> dict:
     shutil.copytree(run / "extension", out, dirs_exist_ok=True)
     write_json_atomic(out / BACKBONE_FILE, {"name": run_cfg.backbone.name, "seed": run_cfg.seed,
                                             "dtype": run_cfg.backbone.dtype})
     from .backbone import load_tokenizer
 
     load_tokenizer(run_cfg.backbone.name).save_pretrained(str(out))
-    write_checksums(out)
-    return {"format": "extension", "out": str(out), "run": str(run),
-            "loader": f"model, tokenizer = nr_lightning.export.load_exported({str(out)!r})"}
+    return {"loader": f"model, tokenizer = nr_lightning.export.load_exported({str(out)!r})"}
 
 
 def load_exported(path: str | Path):
@@ -223,7 +291,11 @@ def load_exported(path: str | Path):
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
+        from .cli_help import key_table
+
         print(__doc__)
+        print("Keys (key=default  doc):")
+        print(key_table(ExportArgs))
         return {}
     args = parse(argv)
     info = export(args.run, args.out, args.format)

@@ -53,22 +53,24 @@ def fixture_data_args(fixtures) -> list[str]:
             f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
 
 
-def fake_run(root, method: str = "neutral", **overrides: str):
-    """A finished-run directory (config.yaml + extension/) on the tiny backbone with random, non-zero
-    extension weights (zero-initialised W_out / LoRA B would hide mistakes), in about a second."""
+def fake_run(root, method: str = "neutral", backbone: str = "tiny", **overrides: str):
+    """A finished-run directory (config.yaml + extension/) on the tiny backbone (or a local HF directory given as
+    `backbone`) with random, non-zero extension weights (zero-initialised W_out / LoRA B would hide mistakes),
+    in about a second."""
     from pathlib import Path
 
     from .backbone import load_backbone
     from .config import compose, to_yaml
     from .extension import extend, save_extension
 
-    cfg = compose([f"method={method}", "backbone=tiny", *(f"{k}={v}" for k, v in overrides.items())])
+    group = ["backbone=tiny"] if backbone == "tiny" else [f"backbone.name={backbone}"]
+    cfg = compose([f"method={method}", *group, *(f"{k}={v}" for k, v in overrides.items())])
     run = Path(root) / f"run-{method}"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    backbone, _ = load_backbone("tiny", seed=cfg.seed)
+    base, _ = load_backbone(cfg.backbone.name, seed=cfg.seed)
     m = cfg.method
-    model = extend(backbone, method=method, budget=m.budget, gate=m.gate, init=m.init, placement=m.placement,
+    model = extend(base, method=method, budget=m.budget, gate=m.gate, init=m.init, placement=m.placement,
                    lora_alpha_ratio=m.lora_alpha_ratio)
     torch.manual_seed(1)
     with torch.no_grad():

@@ -6,7 +6,8 @@
 Writes one JSON with every number plus the run's config (default: <run>/eval.json) and prints a table.
 `tasks` defaults to every registered task in English and the run's languages that has a local fixture;
 `tasks=[]` skips downstream tasks; `max_docs=0` skips the bpb pass (a downstream-only evaluation, written with
-`out=<run>/eval_tasks.json` beside a full `eval.json`).
+`out=<run>/eval_tasks.json` beside a full `eval.json`). `limit=N` also caps the held-out documents per
+language at N unless `max_docs` is given (a quick check stays quick).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ class EvalRun:
     backbone: str | None = None  # evaluate a bare backbone instead (preset, local dir or hub id)
     langs: list[str] | None = None  # held-out sets to score; default: the run's languages (+ en forgetting set)
     tasks: list[str] | None = None  # task names (nr_lightning.evaluation.TASKS) or JSONL paths
-    limit: int | None = None  # items per task (quick checks)
+    limit: int | None = None  # items per task, and held-out documents per language unless max_docs is given (quick checks)
     max_docs: int | None = 200  # held-out documents per language (None: all; 0: no bpb pass, downstream only)
     max_length: int = 1024  # context window for bpb (sliding window stride = max_length)
-    batch_size: int = 8
+    batch_size: int = 8  # sequences per forward pass
     shots: int | None = None  # override every task's default shots
     normalization: str | None = None  # override every task's default normalisation
     out: str | None = None  # output JSON (default <run>/eval.json)
-    threads: int = 0
+    threads: int = 0  # torch intra-op threads (0: torch's default)
     data: dict = field(default_factory=dict)  # data overrides (e.g. data.new.heldout=...) for held-out sources
     seed: int = 0  # bare backbone only: the seed of a random preset (`tiny`)
     baseline: bool = True  # run= only: also evaluate the bare backbone (cached) and print every Δ against it
@@ -64,6 +65,8 @@ def parse(argv: list[str]) -> EvalRun:
                            ("max_length", 1, "tokens"), ("batch_size", 1, "sequences"), ("shots", 0, "examples"),
                            ("threads", 0, "threads; 0: torch's default"), ("seed", 0, "a seed")):
         check_range(key, getattr(ev, key), low, None, what)
+    if ev.limit is not None and not any(a.split("=", 1)[0] == "max_docs" for a in dotted):
+        ev.max_docs = ev.limit if ev.max_docs is None else min(ev.max_docs, ev.limit)  # a quick check is quick
     return ev
 
 
@@ -209,7 +212,11 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
+        from ..cli_help import key_table
+
         print(__doc__)
+        print("Keys (key=default  doc):")
+        print(key_table(EvalRun))
         return {}
     ev = parse(argv)
     result = evaluate(ev)

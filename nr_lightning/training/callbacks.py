@@ -1,7 +1,8 @@
 """Lightning callbacks that make learning vs forgetting visible while a run trains.
 
 - ForgettingCurves: held-out bits-per-byte per language every N steps (tags eval/bpb_<lang>; eval/bpb_en is
-  the English *other-domain* forgetting set), plus eval/bpb_sum.
+  the English *other-domain* forgetting set), plus eval/bpb_sum, and each one's change against step 0
+  (eval/delta_bpb_<lang>, when the run evaluated step 0).
 - GateStatistics: per layer, the mean block-gate value phi(g(x)) and the mean adapter residual norm on English
   vs new-language tokens (a neutral model should gate English to ~0).
 - GateSpectra: singular values of every adapter W_gate (and once, of the backbone's FFN gate matrices) as
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -47,7 +49,11 @@ class _Periodic(L.Callback):
     def _fire(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._last_step:
             self._last_step = trainer.global_step
+            t0 = time.perf_counter()
             self._log(trainer, pl_module)
+            exclude = getattr(pl_module, "exclude_from_throughput", None)
+            if callable(exclude):  # train/tokens_per_s counts training steps only, not this evaluation
+                exclude(time.perf_counter() - t0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_start and trainer.global_step == 0:
@@ -113,6 +119,11 @@ class ForgettingCurves(_Periodic):
         main = [k for k in res if (k in self.summed if self.summed is not None else not k.endswith("_indomain"))]
         if len(main) > 1:
             metrics["eval/bpb_sum"] = sum(res[k] for k in main)
+        start = self.history[0] if self.history and self.history[0].get("step") == 0 else None
+        if start is None and step == 0:
+            start = metrics
+        if start is not None:  # change against the untouched model: a 0.01 bpb drift shows on its own scale
+            metrics.update({f"eval/delta_{k[5:]}": v - start[k] for k, v in list(metrics.items()) if k in start})
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)

@@ -150,6 +150,11 @@ class ExtensionModule(L.LightningModule):
                                             * self.trainer.accumulate_grad_batches), batch_size=bs)
         return loss
 
+    def exclude_from_throughput(self, seconds: float) -> None:
+        """Leave `seconds` spent outside training (held-out evaluation, gate statistics) out of tokens_per_s."""
+        if self._t_last is not None:
+            self._t_last += seconds
+
     def on_before_optimizer_step(self, optimizer) -> None:
         self.log("train/lr", optimizer.param_groups[0]["lr"])
         # A finite loss can still give inf/NaN gradients (overflow in backward); one such update poisons every

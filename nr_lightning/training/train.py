@@ -63,7 +63,7 @@ def _env_rank_zero() -> bool:
 # What a run writes into its directory (plus eval.json from nr_lightning.evaluate): any of them means the
 # directory belongs to an earlier run, whose results a fresh start would overwrite or append to.
 OUTPUTS = ("config.yaml", "plan.txt", "metrics.json", "curves.json", "losses.jsonl", "eval.json", "checkpoints",
-           "extension", "tb")
+           "extension", "tb", "csv", "wandb")
 
 
 def earlier_outputs(path: Path) -> list[str]:
@@ -192,11 +192,20 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
     early stop reads the ForgettingCurves history)."""
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help", "help") for a in argv):
+        from ..cli_help import key_table
+
         print(__doc__)
         print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
+        print("--print-config prints the resolved config (YAML, what config.yaml would hold) and exits.")
         print("User errors print one `error:` line (exit 2); --debug or NRL_DEBUG=1 shows the traceback.")
+        print("\nKeys (key=default with experiments/config.yaml, method=neutral lang=fr; doc):")
+        print(key_table(RunConfig, to_dict(compose([]))))
         return {}
+    if "--print-config" in argv:  # the resolved config, nothing loaded or written
+        cfg = compose([a for a in argv if a != "--print-config"])
+        print(to_yaml(cfg), end="")
+        return {"config": to_dict(cfg)}
     from ..preemption import install_preemption_handler
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
@@ -299,6 +308,9 @@ def _train_locked(cfg: RunConfig, build: Callable[[RunConfig], tuple], extra_cal
     finally:
         if inherit:
             os.environ.pop("NRL_RUN_DIR", None)
+        from .dashboard import close_loggers
+
+        close_loggers(trainer.loggers)
     try:
         return {**_finish(cfg, run_dir, module, trainer, callbacks, ckpt_path), "extra_callbacks": extra}
     except OSError as e:
@@ -422,17 +434,17 @@ def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> 
 
 
 def _trainer(cfg: RunConfig, model, run_dir: Path, callbacks: list):
-    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, TensorBoard logger."""
+    """The Lightning Trainer: strategy, precision, accumulation, atomic checkpoint IO, loggers."""
     import lightning as L
     from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch.callbacks import ProgressBar
 
     from ..scale.plan import build_strategy
     from .checkpointing import AtomicCheckpointIO
-    from .dashboard import RunLogger
+    from .dashboard import build_loggers
 
-    # custom-scalars layout, no `epoch` scalar (training/dashboard.py)
-    logger = RunLogger(save_dir=str(run_dir), name="", version="tb", default_hp_metric=False)
+    # trainer.loggers (TensorBoard by default: custom-scalars layout, no `epoch` scalar; training/dashboard.py)
+    logger = build_loggers(cfg.trainer.loggers, run_dir) or False
     t = cfg.trainer
     plugins: list = [] if t.strategy == "deepspeed" else [AtomicCheckpointIO()]  # temp file + rename
     if SLURMEnvironment.detect():  # our PreemptionCheckpoint replaces Lightning's deadlock-prone USR1 handler

@@ -79,7 +79,7 @@ def test_resume_and_determinism(two_warcs: list[Path], lid_model: Path, tmp_path
         run(_cfg(two_warcs, out, lid_model, tasks=2, **{"lid.threshold": 0.9}))
 
 
-def test_parquet_output_with_quality_model(test_warc: Path, lid_model: Path, tmp_path: Path, helpers) -> None:
+def test_parquet_output_with_quality_model(test_warc: Path, lid_model: Path, tmp_path: Path, helpers, capfd) -> None:
     from data_prep.quality import TrainConfig, train
 
     pos = helpers.jsonl(tmp_path / "pos.jsonl.gz", [{"text": t} for t in helpers.fr * 20])
@@ -87,10 +87,17 @@ def test_parquet_output_with_quality_model(test_warc: Path, lid_model: Path, tmp
                       holdout=0.0, balance=False, bucket=10000, dim=8))
     cfg = _cfg([test_warc], tmp_path / "out", lid_model, format="parquet", **{"quality.model": tmp_path / "q.bin",
                                                                             "quality.threshold": 0.0})
+    capfd.readouterr()
     stats = run(cfg)
     recs = helpers.shards(tmp_path / "out")
     assert recs and all(isinstance(r["quality_score"], float) for r in recs)
     assert stats["output_docs"] == len(recs)
+    # the libraries' banners and per-task lines go to each stage's terminal.log; the terminal gets one line a stage
+    out, err = capfd.readouterr()
+    stages = sorted((tmp_path / "out" / "_logs").glob("*/terminal.log"))
+    assert len(stages) >= 2 and all("Launching pipeline" in p.read_text() for p in stages), stages
+    assert out.startswith("data_prep run:") and "| INFO" not in out, out  # stdout: our summary only
+    assert [ln.split(":")[0] for ln in err.splitlines()] == ["[data_prep] " + p.parent.name for p in stages], err
 
 
 def test_errors_before_any_work(test_warc: Path, lid_model: Path, tmp_path: Path) -> None:
