@@ -78,6 +78,9 @@ class DataConfig:
     """Root of the prepared corpora (``<corpora>/<lang>/{train,heldout}.jsonl``); default ``<cache>/corpora``."""
     text_field: str = "text"
     """Field / column holding the text in JSONL and parquet sources."""
+    tokens_dir: str = ""
+    """Where training sources are tokenised once (datatrove token shards, keyed by content and tokenizer);
+    default ``<cache>/tokens``."""
 
 
 def stratified_problem(mixing: str, p: float, batch_size: int) -> str | None:
