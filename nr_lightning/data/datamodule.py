@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..registry import MIXINGS
 from .packing import MixedLanguageStream
+from .shards import TokenShards, prepare_shards
 from .sources import DataSourceError, TextSource, open_source
 
 __all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "stratified_problem"]
@@ -65,7 +66,7 @@ class DataConfig:
     batch_size: int = 4
     """Sequences per batch per device (micro-batch)."""
     num_workers: int = 0
-    """Dataloader worker processes per device (each tokenises the full stream and keeps its share)."""
+    """Dataloader worker processes per device (each reads only the token shards' share it yields)."""
     seed: int = 0
     """Seed of the mixing decisions; the stream is a deterministic function of (seed, sources, tokenizer)."""
     new: LangSource = field(default_factory=LangSource)
@@ -208,6 +209,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self._base_step: int | None = 0
         self._batches_yielded = 0
         self._validated = False
+        self._shards: list[TokenShards | None] = []
 
     # ------------------------------------------------------------------ languages and sources
 
@@ -294,15 +296,36 @@ class MixedLanguageDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
 
+    @property
+    def tokens_dir(self) -> Path:
+        """Where training sources are tokenised once (``data.tokens_dir``, default ``<cache>/tokens``)."""
+        if self.config.tokens_dir:
+            return Path(self.config.tokens_dir).expanduser()
+        from nr_lightning.backbone import cache_dir
+
+        return cache_dir() / "tokens"
+
+    def prepare_data(self) -> None:
+        """Tokenise every training source a run will read, once (Lightning calls this on one process per node
+        before :meth:`setup`; a prepared source whose content and tokenizer are unchanged is reused)."""
+        self._shards = self._open_shards()
+
+    def _open_shards(self) -> list[TokenShards | None]:
+        out: list[TokenShards | None] = [None] * len(self.languages)
+        for i in self._active():
+            lang = self.languages[i]
+            try:
+                out[i] = prepare_shards(self.train_source(lang), self.tokenizer, self.tokens_dir, self.config.text_field)
+            except DataSourceError as e:
+                raise DataSourceError(f"training data for language {lang!r}: {e}") from None
+        return out
+
     def setup(self, stage: str | None = None) -> None:
-        """Check every training source a run will read, record by record (fail at startup, not mid-run)."""
+        """Open (tokenising once if needed) and check the token shards of every language a run will read: sizes,
+        index and checksums, seconds whatever the corpus size; a source is read record by record only when it
+        is tokenised, so a bad record stops the run at start-up, naming file and line."""
         if stage in (None, "fit") and not self._validated:
-            sources = self._sources()
-            for i in self._active():
-                try:
-                    sources[i].validate()
-                except DataSourceError as e:
-                    raise DataSourceError(f"training data for language {self.languages[i]!r}: {e}") from None
+            self._shards = self._open_shards()
             self._validated = True
 
     def _dist(self) -> tuple[int, int]:
@@ -316,16 +339,13 @@ class MixedLanguageDataModule(L.LightningDataModule):
     def train_dataset(self, rank: int | None = None, world_size: int | None = None,
                       start: int | None = None) -> MixedLanguageStream:
         """The stream for one rank (default: this process), starting at global sequence ``start``."""
+        if getattr(self.tokenizer, "eos_token_id", None) is None:
+            raise ValueError("the tokenizer has no eos_token_id; packing needs an EOS separator")
         self.setup("fit")
         r, w = self._dist()
         rank, world_size = (r if rank is None else rank), (w if world_size is None else world_size)
-        tok = self.tokenizer
-        eos = getattr(tok, "eos_token_id", None)
-        if eos is None:
-            raise ValueError("the tokenizer has no eos_token_id; packing needs an EOS separator")
         c = self.config
-        return MixedLanguageStream(self._sources(), tok, int(eos), len(c.learn), c.p, c.seq_len, c.seed,
-                                   c.batch_size, start=self.sequences_consumed() if start is None else start,
+        return MixedLanguageStream(self._shards, len(c.learn), c.p, c.seq_len, c.seed, c.batch_size, start=self.sequences_consumed() if start is None else start,
                                    rank=rank, world_size=world_size, names=self.languages,
                                    weights=self.language_weights(), stratified=c.mixing == "stratified")
 
