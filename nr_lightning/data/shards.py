@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -262,7 +263,8 @@ def _tokenizer_name(tokenizer: Any) -> str:
 
 
 def prepare_shards(spec: str, tokenizer: Any, root: Path | str, text_field: str = "text", tasks: int = 1,
-                   rebuild: bool = False, quiet: bool = True, slurm: dict | None = None) -> TokenShards:
+                   rebuild: bool = False, quiet: bool = True, slurm: dict | None = None,
+                   workers: int | None = None) -> TokenShards:
     """Tokenise ``spec`` once into ``root`` (reused while the source's content and the tokenizer are unchanged)
     and return its checked :class:`TokenShards`. ``tasks`` > 1 splits the files over processes; ``slurm``
     (SlurmPipelineExecutor arguments, e.g. ``{"partition": "cpu", "time": "4:00:00"}``) submits an array
@@ -294,14 +296,20 @@ def prepare_shards(spec: str, tokenizer: Any, root: Path | str, text_field: str 
 
     tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    ex = LocalPipelineExecutor(_pipeline(spec, text_field, tokenizer, tmp, name), tasks=tasks,
-                               workers=min(tasks, os.cpu_count() or 1), logging_dir=str(tmp / "_logs"))
+    pipeline = _pipeline(spec, text_field, tokenizer, tmp, name)
     if quiet:  # a bad record is reported once, as our DataSourceError, not as datatrove's logged traceback
         logger.disable("datatrove")
     else:
         print(f"data: tokenising {spec} -> {final} ({tasks} task(s))", file=sys.stderr)
     try:
-        ex.run()
+        if tasks == 1:  # one task: the steps run in this process (the executor would add a manager process)
+            data = None
+            for step in pipeline:
+                data = step(data, 0, 1)
+            deque(data or (), maxlen=0)
+        else:
+            LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers or min(tasks, os.cpu_count() or 1),
+                                  logging_dir=str(tmp / "_logs")).run()
         write_manifest(tmp, spec, name)
         try:
             os.replace(tmp, final)

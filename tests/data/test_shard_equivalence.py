@@ -37,8 +37,8 @@ def _assert_same(dm, n: int, world_size: int = 1, start: int = 0, workers: int =
         for worker in range(workers):
             if workers > 1:  # each worker's share, as a DataLoader worker process would compute it
                 info = SimpleNamespace(num_workers=workers, id=worker)
-                monkeypatch.setattr(live, "get_worker_info", lambda: info)
-                monkeypatch.setattr(ref, "get_worker_info", lambda: info)
+                monkeypatch.setattr(live, "get_worker_info", lambda info=info: info)
+                monkeypatch.setattr(ref, "get_worker_info", lambda info=info: info)
             want = _rows(_reference_stream(dm, rank, world_size, start), n)
             got = _rows(dm.train_dataset(rank=rank, world_size=world_size, start=start), n)
             assert got == want, f"rank {rank}/{world_size}, worker {worker}/{workers}, start {start}"

@@ -78,7 +78,7 @@ def test_tasks_split_files_in_order(tmp_path, counting, data_helpers):
     for i in range(3):
         data_helpers.write_jsonl(tmp_path / "src" / f"part{i}.jsonl", data_helpers.make_docs("de", 7 + i, seed=i))
     one = prepare_shards(str(tmp_path / "src"), counting, tmp_path / "t1", tasks=1)
-    two = prepare_shards(str(tmp_path / "src"), counting, tmp_path / "t2", tasks=2)
+    two = prepare_shards(str(tmp_path / "src"), counting, tmp_path / "t2", tasks=2, workers=1)  # one process: fast
     assert len(two.files) == 2 and two.n_tokens == one.n_tokens
     assert np.array_equal(two.read(0, two.n_tokens), one.read(0, one.n_tokens))
     assert np.array_equal(one.read(one.n_tokens - 3, 6), np.r_[one.read(one.n_tokens - 3, 3), one.read(0, 3)])
