@@ -210,6 +210,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self._batches_yielded = 0
         self._validated = False
         self._shards: list[TokenShards | None] = []
+        self._ckpt_corpora: dict[str, str] = {}
 
     # ------------------------------------------------------------------ languages and sources
 
@@ -327,6 +328,24 @@ class MixedLanguageDataModule(L.LightningDataModule):
         if stage in (None, "fit") and not self._validated:
             self._shards = self._open_shards()
             self._validated = True
+            self._check_corpora()
+
+    def corpora(self) -> dict[str, str]:
+        """Content-and-tokenizer key of each language's token shards (after :meth:`setup`)."""
+        return {lang: s.path.name for lang, s in zip(self.languages, self._shards) if s is not None}
+
+    def _check_corpora(self) -> None:
+        """A checkpoint's stream position is only meaningful on the corpora it was trained on."""
+        want = self._ckpt_corpora
+        if not want or not self._shards:
+            return
+        have = self.corpora()
+        changed = sorted(lang for lang in set(want) & set(have) if want[lang] != have[lang])
+        if changed:
+            raise DataSourceError(
+                f"training corpus changed since the checkpoint for {', '.join(changed)} (token shards "
+                f"{', '.join(f'{want[x]} -> {have[x]}' for x in changed)}): resume with the data the run was trained "
+                "on, or start a new run (overwrite=true or a new run dir)")
 
     def _dist(self) -> tuple[int, int]:
         t = self.trainer
@@ -392,7 +411,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         t = self.trainer
         return {"version": STATE_VERSION, "sequences_consumed": self.sequences_consumed(),
                 "global_step": int(t.global_step) if t is not None else None, "seed": self.config.seed,
-                "fingerprint": self.fingerprint()}
+                "fingerprint": self.fingerprint(), **({"corpora": self.corpora()} if self._shards else {})}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the stream position; the next ``train_dataloader()`` iteration continues from it."""
@@ -402,6 +421,8 @@ class MixedLanguageDataModule(L.LightningDataModule):
             warnings.warn(
                 "data config changed since the checkpoint (seed, p, languages, seq_len, sources or tokenizer): "
                 f"resuming at sequence {state_dict['sequences_consumed']} of a different stream", stacklevel=2)
+        self._ckpt_corpora = dict(state_dict.get("corpora") or {})
+        self._check_corpora()
         self._base_sequences = int(state_dict["sequences_consumed"])
         self._base_step = None
         self._batches_yielded = 0

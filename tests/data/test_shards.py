@@ -112,3 +112,17 @@ def test_manifest_and_datatrove_files(corpora, counting):
     ends = np.fromfile(s.path / (s.files[0]["name"] + ".index"), dtype="<u8")
     assert len(ends) == 45 and ends[-1] == s.n_tokens and int(s.read(int(ends[0]) - 1, 1)[0]) == 0  # EOS ends a doc
     assert isinstance(TokenShards(s.path), TokenShards)
+
+
+def test_resume_on_a_changed_corpus_is_refused(corpora, counting, data_helpers):
+    dm = _dm(corpora, counting)
+    dm.setup("fit")
+    state = dm.state_dict()
+    assert set(state["corpora"]) == {"fr", "de", "en"}
+    _dm(corpora, counting).load_state_dict(state)  # same corpora: accepted
+    data_helpers.write_jsonl(corpora / "fr" / "train.jsonl", data_helpers.make_docs("fr", 12, seed=5))
+    with pytest.raises(DataSourceError, match=r"training corpus changed since the checkpoint for fr .*"
+                                              r"overwrite=true or a new run dir"):
+        dm2 = _dm(corpora, counting)
+        dm2.load_state_dict(state)
+        dm2.setup("fit")
