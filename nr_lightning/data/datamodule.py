@@ -15,16 +15,19 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..registry import MIXINGS
 from .packing import MixedLanguageStream
-from .shards import TokenShards, prepare_shards
 from .sources import DataSourceError, TextSource, open_source
+
+if TYPE_CHECKING:
+    from .shards import TokenShards
 
 __all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "stratified_problem"]
 
@@ -177,6 +180,7 @@ class _StreamLoader(DataLoader):
 
     def __iter__(self) -> Any:
         self.dataset.start = self._dm.sequences_consumed()
+        self.dataset.counts = self._dm._counts_at(self.dataset.start, self.dataset.world_size)
         it = super().__iter__()
         return it if self._dm.trainer is not None else _Counted(it, self._dm)
 
@@ -211,6 +215,7 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self._validated = False
         self._shards: list[TokenShards | None] = []
         self._ckpt_corpora: dict[str, str] = {}
+        self._counts: tuple[int, int, list[int]] | None = None  # (world size, sequence k, languages' counts before k)
 
     # ------------------------------------------------------------------ languages and sources
 
@@ -312,6 +317,8 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self._shards = self._open_shards()
 
     def _open_shards(self) -> list[TokenShards | None]:
+        from .shards import prepare_shards
+
         out: list[TokenShards | None] = [None] * len(self.languages)
         for i in self._active():
             lang = self.languages[i]
@@ -363,10 +370,39 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self.setup("fit")
         r, w = self._dist()
         rank, world_size = (r if rank is None else rank), (w if world_size is None else world_size)
+        start = self.sequences_consumed() if start is None else start
+        return self._stream(self._shards, rank, world_size, start, counts=self._counts_at(start, world_size))
+
+    def _counts_at(self, start: int, world_size: int) -> list[int] | None:
+        """Languages' counts before ``start`` from the last known position (a checkpoint's), None if unknown."""
+        known = self._counts
+        if not known or known[0] != world_size or known[1] > start:
+            return None
+        if known[1] == start:
+            return list(known[2])
+        return self._stream([None] * len(self.languages), 0, world_size, 0).counts_before(
+            start, since=known[1], counts=np.asarray(known[2])).tolist()
+
+    def _stream(self, shards: list, rank: int, world_size: int, start: int,
+                counts: list[int] | None = None) -> MixedLanguageStream:
         c = self.config
-        return MixedLanguageStream(self._shards, len(c.learn), c.p, c.seq_len, c.seed, c.batch_size, start=self.sequences_consumed() if start is None else start,
+        return MixedLanguageStream(shards, len(c.learn), c.p, c.seq_len, c.seed, c.batch_size, start=start,
                                    rank=rank, world_size=world_size, names=self.languages,
-                                   weights=self.language_weights(), stratified=c.mixing == "stratified")
+                                   weights=self.language_weights(), stratified=c.mixing == "stratified", counts=counts)
+
+    def language_counts(self, k: int) -> list[int]:
+        """Sequences of each language among global sequences ``0..k-1`` (the stream's per-language positions),
+        counted on from this module's previous count, so a checkpoint costs the steps since the previous one
+        and a resume takes its position from the checkpoint instead of counting from sequence 0."""
+        W = self._dist()[1]
+        counter = self._stream([None] * len(self.languages), 0, W, 0)
+        memo = self._counts
+        if memo and memo[0] == W and memo[1] <= k:
+            counts = counter.counts_before(k, since=memo[1], counts=np.asarray(memo[2]))
+        else:
+            counts = counter.counts_before(k)
+        self._counts = (W, k, [int(x) for x in counts])
+        return self._counts[2]
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """Infinite loader of ``{"input_ids": (B, seq_len), "domain": (B,), "lang": (B,)}`` batches.
@@ -409,9 +445,11 @@ class MixedLanguageDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Stream position for checkpoints (Lightning stores it under the class name)."""
         t = self.trainer
-        return {"version": STATE_VERSION, "sequences_consumed": self.sequences_consumed(),
+        k = self.sequences_consumed()
+        return {"version": STATE_VERSION, "sequences_consumed": k,
                 "global_step": int(t.global_step) if t is not None else None, "seed": self.config.seed,
-                "fingerprint": self.fingerprint(), **({"corpora": self.corpora()} if self._shards else {})}
+                "fingerprint": self.fingerprint(), **({"corpora": self.corpora()} if self._shards else {}),
+                "positions": {"world_size": self._dist()[1], "sequence": k, "language_counts": self.language_counts(k)}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the stream position; the next ``train_dataloader()`` iteration continues from it."""
@@ -422,6 +460,10 @@ class MixedLanguageDataModule(L.LightningDataModule):
                 "data config changed since the checkpoint (seed, p, languages, seq_len, sources or tokenizer): "
                 f"resuming at sequence {state_dict['sequences_consumed']} of a different stream", stacklevel=2)
         self._ckpt_corpora = dict(state_dict.get("corpora") or {})
+        pos = state_dict.get("positions")
+        if pos and len(pos.get("language_counts", [])) == len(self.languages) \
+                and state_dict.get("fingerprint") == self.fingerprint():
+            self._counts = (int(pos["world_size"]), int(pos["sequence"]), [int(x) for x in pos["language_counts"]])
         self._check_corpora()
         self._base_sequences = int(state_dict["sequences_consumed"])
         self._base_step = None

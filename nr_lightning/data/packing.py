@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .shards import TokenShards
+if TYPE_CHECKING:
+    from .shards import TokenShards
 
 __all__ = ["MixedLanguageStream", "mixing_decisions"]
 
@@ -103,9 +105,10 @@ class MixedLanguageStream(IterableDataset):
     def __init__(self, shards: list[TokenShards | None], n_learn: int, p: float, seq_len: int, seed: int,
                  batch_size: int, start: int = 0, rank: int = 0, world_size: int = 1,
                  names: list[str] | None = None, block: int = 4096, weights: list[float] | None = None,
-                 stratified: bool = False) -> None:
+                 stratified: bool = False, counts: list[int] | None = None) -> None:
         super().__init__()
         self.shards = shards
+        self.counts = counts  # sequences of each language before ``start`` when known (checkpoint); else counted
         self.n_learn, self.p, self.seq_len, self.seed = n_learn, p, seq_len, seed
         self.batch_size, self.start, self.rank, self.world_size = batch_size, start, rank, world_size
         self.names = names or [str(i) for i in range(len(shards))]
@@ -120,11 +123,12 @@ class MixedLanguageStream(IterableDataset):
                            self.weights, stratify=self.batch_size if self.stratified else 0,
                            world_size=self.world_size)
 
-    def counts_before(self, k: int) -> np.ndarray:
-        """Sequences of each language among global sequences ``0..k-1``: computed from the mixing decisions
-        (no token is read), so language ``l``'s next sequence starts at token ``counts[l] * seq_len``."""
-        counts = np.zeros(len(self.shards), dtype=np.int64)
-        done = 0
+    def counts_before(self, k: int, since: int = 0, counts: np.ndarray | None = None) -> np.ndarray:
+        """Sequences of each language among global sequences ``0..k-1`` (``counts`` = those before ``since``):
+        computed from the mixing decisions (no token is read), so language ``l``'s next sequence starts at
+        token ``counts[l] * seq_len``."""
+        counts = np.zeros(len(self.shards), dtype=np.int64) if counts is None else np.array(counts, dtype=np.int64)
+        done = since
         while done < k:
             n = min(self.COUNT_CHUNK, k - done)
             counts += np.bincount(self.decisions(done, n), minlength=len(self.shards))
@@ -140,7 +144,8 @@ class MixedLanguageStream(IterableDataset):
         """The examples of dataloader worker ``worker`` of ``n_workers`` (what ``iter()`` gives in that worker)."""
         W, r, B, S, L = self.world_size, self.rank, self.batch_size, self.seq_len, len(self.shards)
         verbose = r == 0 and worker == 0
-        counts = self.counts_before(self.start)
+        counts = (np.array(self.counts, dtype=np.int64) if self.counts is not None
+                  else self.counts_before(self.start))
         # This rank's local sequence m is global k = m*W + r; local batches go round-robin to workers.
         m0 = (self.start - r + W - 1) // W
         k = self.start

@@ -126,3 +126,21 @@ def test_resume_on_a_changed_corpus_is_refused(corpora, counting, data_helpers):
         dm2 = _dm(corpora, counting)
         dm2.load_state_dict(state)
         dm2.setup("fit")
+
+
+def test_checkpoint_carries_the_languages_positions(corpora, counting, monkeypatch):
+    """A resume takes each language's position from the checkpoint: it neither reads nor counts from 0."""
+    from nr_lightning.data.packing import MixedLanguageStream
+
+    dm = _dm(corpora, counting)
+    it = iter(dm.train_dataloader())
+    for _ in range(30):
+        next(it)
+    state = dm.state_dict()
+    expected = [next(it)["input_ids"].tolist() for _ in range(3)]
+    assert sum(state["positions"]["language_counts"]) == 120
+    monkeypatch.setattr(MixedLanguageStream, "counts_before", lambda *a, **k: pytest.fail("counted from 0"))
+    dm2 = _dm(corpora, counting)
+    dm2.load_state_dict(json.loads(json.dumps(state)))
+    got = [b["input_ids"].tolist() for b in itertools.islice(iter(dm2.train_dataloader()), 3)]
+    assert got == expected
