@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(a.tokens_dir) if a.tokens_dir else cache_dir() / "tokens"
     specs = a.specs or [str(cache_dir() / "corpora" / lang / "train.jsonl") for lang in ("en", "fr", "de")]
-    slurm = dict(kv.split("=", 1) for kv in a.slurm.split(",")) if a.slurm else None
+    slurm = {k: int(v) if v.isdigit() else v for k, v in (kv.split("=", 1) for kv in a.slurm.split(","))} \
+        if a.slurm else None
     tok = load_tokenizer(a.tokenizer)
     for spec in specs:
         s = prepare_shards(spec, tok, root, a.text_field, tasks=a.tasks, rebuild=a.rebuild, quiet=False, slurm=slurm)
