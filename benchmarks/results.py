@@ -108,9 +108,10 @@ def markdown(r: dict) -> str:
             lines += [f"Tokenising the sources once: {p['seconds']} s for {p['source_bytes'] / 1e6:.1f} MB = {p['s_per_gb']} s/GB. "
                       f"Loader at {t['seq_len']} tokens/sequence: {t['loader_tok_s']:,} tok/s per rank = {t['loader_over_h100']}× "
                       f"what one H100 trains a 1B model on at 40% MFU ({t['h100_1b_40mfu_tok_s']:,} tok/s).", "",
-                      "| resume at (tokens) | first batch s | tokens read |", "|---|---|---|"]
-            lines += [f"| {k} | {v['first_batch_s']} | {v['tokens_read']} |" for k, v in d["resume"].items()
-                      if isinstance(v, dict)]
+                      "| resume at (tokens) | first batch s | without positions in the checkpoint | tokens read |",
+                      "|---|---|---|---|"]
+            lines += [f"| {k} | {v['first_batch_s']} | {v['first_batch_s_counting']} | {v['tokens_read']} |"
+                      for k, v in d["resume"].items() if isinstance(v, dict)]
             lines += ["", "| ranks W (x 4 workers) | tokens read / trained | busiest rank's read x W / trained |",
                       "|---|---|---|"]
             lines += [f"| {w} | {v['read_over_trained']} | {v['max_rank_read_times_W_over_stream']} |"

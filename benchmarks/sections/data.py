@@ -37,25 +37,31 @@ def synthetic_shards(folder: Path, n_tokens: int, name: str = "synthetic"):
     return TokenShards(folder, name)
 
 
-def _stream(shards, start: int, rank: int, world: int, seq: int, batch: int):
+def _stream(shards, start: int, rank: int, world: int, seq: int, batch: int, counts=None):
     from nr_lightning.data.packing import MixedLanguageStream
 
     return MixedLanguageStream(shards, 1, 0.1, seq, 0, batch, start=start, rank=rank, world_size=world,
-                               names=["new", "en"])
+                               names=["new", "en"], counts=counts)
 
 
 def bench_resume(shard_dir: Path, positions: list[int], seq: int, batch: int, epoch_tokens: int) -> dict:
-    """Seconds from a new stream at a resumed position (in tokens) to its first batch, and the tokens read."""
+    """Seconds from a new stream at a resumed position (in tokens) to its first batch: with the languages'
+    positions a checkpoint carries (``first_batch_s``) and, for checkpoints without them, counting the mixing
+    decisions from 0 (``first_batch_s_counting``); and the tokens read."""
     from nr_lightning.data.shards import TokenShards
 
     out = {}
     for tokens in positions:
-        shards = [TokenShards(shard_dir), TokenShards(shard_dir)]  # fresh readers: nothing cached
-        t0 = time.perf_counter()
-        ds = _stream(shards, tokens // seq, 0, 1, seq, batch)
-        rows = list(itertools.islice(iter(ds), batch))
-        out[str(tokens)] = {"first_batch_s": round(time.perf_counter() - t0, 4), "tokens_read": ds.tokens_read(),
-                            "sequences": len(rows)}
+        start = tokens // seq
+        counts = _stream([None, None], 0, 0, 1, seq, batch).counts_before(start).tolist()  # what a checkpoint holds
+        row = {}
+        for key, given in (("first_batch_s", counts), ("first_batch_s_counting", None)):
+            shards = [TokenShards(shard_dir), TokenShards(shard_dir)]  # fresh readers: nothing cached
+            t0 = time.perf_counter()
+            ds = _stream(shards, start, 0, 1, seq, batch, counts=given)
+            rows = list(itertools.islice(iter(ds), batch))
+            row[key] = round(time.perf_counter() - t0, 4)
+        out[str(tokens)] = {**row, "tokens_read": ds.tokens_read(), "sequences": len(rows)}
     out["note"] = f"one synthetic shard of {epoch_tokens:,} tokens per language; offsets past it wrap (epochs)"
     return out
 
