@@ -36,7 +36,7 @@ __all__ = ["TokenShards", "prepare_shards", "shard_dir", "source_key", "tokenize
 
 SHARD_VERSION = 1
 _PROBE = "Le chat dort. The cat sleeps; der Hund bellt 1234 — ça va? 東京\n\ttab"
-_CHECK_BYTES = 1 << 20  # checksum the first and last MiB of every .ds file (start-up cost independent of size)
+_CHECK_BYTES = 1 << 16  # checksum the first and last 64 KiB of every .ds file: start-up cost independent of size
 
 
 # ----------------------------------------------------------------------------------------------------- keys
@@ -152,7 +152,7 @@ class TokenShards:
                     raise self._damaged(p.name, "file missing")
                 if p.stat().st_size != size:
                     raise self._damaged(p.name, f"{p.stat().st_size} bytes, expected {size}")
-            if _head_tail_sha(ds) != f["sha256_head_tail"]:
+            if _head_tail_sha(ds, self.manifest.get("check_bytes", _CHECK_BYTES)) != f["sha256_head_tail"]:
                 raise self._damaged(f["name"], "checksum mismatch")
             with open(idx, "rb") as fh:
                 fh.seek(-8, os.SEEK_END)
@@ -179,13 +179,13 @@ class TokenShards:
         return out[0] if len(out) == 1 else np.concatenate(out)
 
 
-def _head_tail_sha(path: Path) -> str:
+def _head_tail_sha(path: Path, n: int = _CHECK_BYTES) -> str:
     h = hashlib.sha256()
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        h.update(fh.read(_CHECK_BYTES))
-        if size > _CHECK_BYTES:
-            fh.seek(max(_CHECK_BYTES, size - _CHECK_BYTES))
+        h.update(fh.read(n))
+        if size > n:
+            fh.seek(max(n, size - n))
             h.update(fh.read())
     return h.hexdigest()
 
@@ -203,6 +203,7 @@ def write_manifest(path: Path, spec: str, tokenizer_name: str) -> dict:
                       "sha256_head_tail": _head_tail_sha(ds), "token_size": size})
     sizes = {f["token_size"] for f in files if f["tokens"]}
     man = {"version": SHARD_VERSION, "spec": spec, "tokenizer": tokenizer_name, "files": files,
+           "check_bytes": _CHECK_BYTES,
            "tokens": sum(f["tokens"] for f in files), "docs": sum(f["docs"] for f in files),
            "token_size": sizes.pop() if len(sizes) == 1 else 2}
     if man["docs"] == 0:
