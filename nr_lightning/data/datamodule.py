@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..registry import MIXINGS
 from .packing import MixedLanguageStream
-from .sources import DataSourceError, TextSource, open_source
+from .sources import DataSourceError, open_source
 
 if TYPE_CHECKING:
     from .shards import TokenShards
@@ -296,9 +296,6 @@ class MixedLanguageDataModule(L.LightningDataModule):
         """Indices of languages that can be sampled (a group with zero probability is never read)."""
         n = len(self.config.learn)
         return [i for i in range(len(self.languages)) if (i < n and self.config.p < 1) or (i >= n and self.config.p > 0)]
-
-    def _sources(self) -> list[TextSource]:
-        return [open_source(self.train_source(lang), self.config.text_field) for lang in self.languages]
 
     # ------------------------------------------------------------------ Lightning hooks
 
