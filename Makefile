@@ -38,8 +38,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed ## create .venv and install everything (torch==2.13.0 CPU first), offline-ready
 
-data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de) and the default backbone into .cache/
+data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de), their token shards and the default backbone into .cache/
 	$(PYBIN) -m nr_lightning.data.corpora
+	$(PYBIN) -m nr_lightning.data.shards
 	$(PYBIN) -c "from nr_lightning.backbone import smollm2_dir; print('backbone:', smollm2_dir())"
 
 train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"

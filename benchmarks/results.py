@@ -15,7 +15,21 @@ TARGETS = [  # (what, value getter, threshold): the targets of docs/performance.
                                                                           "fraction_of_limit"), 0.85),
     ("bpb evaluation ≥ 80% of its FLOP limit", lambda r: nested(r, "eval", "rows", "ours", "fraction_of_limit"), 0.80),
     ("bpb evaluation ≥ 1.3× lm-evaluation-harness", lambda r: nested(r, "eval", "ours/lm_eval"), 1.3),
+    ("data loader ≥ 10× one H100 training a 1B model at 40% MFU", lambda r: nested(r, "data", "throughput_1b",
+                                                                                 "loader_over_h100"), 10.0),
+    ("data resume: first batch ≤ 2× the time at 0, up to 1B tokens", lambda r: _inv(nested(r, "data", "resume",
+                                                                                          "worst_over_start")), 0.5),
+    ("data reads ≤ 1.1× the tokens trained (all readers)", lambda r: _inv(_max_read(r)), 1 / 1.1),
 ]
+
+
+def _inv(x):
+    return None if x is None else 1.0 / max(x, 1e-12)
+
+
+def _max_read(r: dict):
+    reads = nested(r, "data", "reads")
+    return max(v["read_over_trained"] for v in reads.values()) if reads else None
 
 
 def nested(r: dict, *keys):
@@ -89,6 +103,20 @@ def markdown(r: dict) -> str:
         d = r["data"]
         lines += [f"DataModule alone: {d['tok_s']:,} tok/s" + (f" = {d['times_training_step']}× the neutral training step." if
                                                                 "times_training_step" in d else "."), ""]
+        if "resume" in d:
+            p, t = d["prepare"], d["throughput_1b"]
+            lines += [f"Tokenising the sources once: {p['seconds']} s for {p['source_bytes'] / 1e6:.1f} MB = {p['s_per_gb']} s/GB. "
+                      f"Loader at {t['seq_len']} tokens/sequence: {t['loader_tok_s']:,} tok/s per rank = {t['loader_over_h100']}× "
+                      f"what one H100 trains a 1B model on at 40% MFU ({t['h100_1b_40mfu_tok_s']:,} tok/s).", "",
+                      "| resume at (tokens) | first batch s | without positions in the checkpoint | tokens read |",
+                      "|---|---|---|---|"]
+            lines += [f"| {k} | {v['first_batch_s']} | {v['first_batch_s_counting']} | {v['tokens_read']} |"
+                      for k, v in d["resume"].items() if isinstance(v, dict)]
+            lines += ["", "| ranks W (x 4 workers) | tokens read / trained | busiest rank's read x W / trained |",
+                      "|---|---|---|"]
+            lines += [f"| {w} | {v['read_over_trained']} | {v['max_rank_read_times_W_over_stream']} |"
+                      for w, v in d["reads"].items()]
+            lines.append("")
     if "eval" in r:
         e = r["eval"]
         lines += [f"| bpb evaluation ({e['docs']} docs, {e['tokens']} tokens, window {e['max_length']}, batch {e['batch_size']}) "

@@ -87,6 +87,8 @@ class PrepConfig:
     executor: Executor = Executor.local
     progress: bool = True
     overwrite: bool = False  # delete a previous run in `output` instead of resuming it
+    tokenizer: str = "smollm2-135m"  # last stage: token shards for training (nr_lightning.data.shards); none = skip
+    tokens_dir: str = ""  # where the token shards go; "" = the training cache (<cache>/tokens)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     lid: LidConfig = field(default_factory=LidConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)

@@ -4,6 +4,8 @@ Stage 1 ``extract`` (``tasks``): read → Resiliparse → LID → paragraph sign
 Stage 2 ``dedup`` (``dedup.buckets``): per hash bucket, find every duplicate paragraph of the run.
 Stage 3 ``filter`` (``tasks``): drop duplicate paragraphs → quality filter → shards in ``output``.
 Every stage is a datatrove executor with its own logging dir, so finished tasks are skipped on re-run.
+Stage 4 ``tokenize`` (``tasks``, local executors): the text shards → token shards for training
+(:func:`nr_lightning.data.shards.prepare_shards`, datatrove's DocumentTokenizer) in the training cache.
 """
 
 from __future__ import annotations
@@ -235,7 +237,33 @@ def run(cfg: PrepConfig) -> dict[str, Any] | None:
               file=sys.stderr)
     from data_prep.stats import summarize
 
-    return summarize(cfg.output, wall_s=time.perf_counter() - t0, stage_wall_s=wall, workers=cfg.workers)
+    stats = summarize(cfg.output, wall_s=time.perf_counter() - t0, stage_wall_s=wall, workers=cfg.workers)
+    if cfg.tokenizer != "none" and stats.get("output_docs", 1):
+        stats["token_shards"] = tokenize(cfg)
+    return stats
+
+
+def training_spec(cfg: PrepConfig) -> str:
+    """The source spec training reads this run's text shards with (data.new.path=...)."""
+    return str(Path(cfg.output) / ("*.parquet" if cfg.format == OutputFormat.parquet else "*.jsonl.gz"))
+
+
+def tokenize(cfg: PrepConfig) -> dict[str, Any]:
+    """Stage 4: tokenise the output once into the training cache, where training with
+    ``data.new.path=<output>/*.jsonl.gz`` and the same tokenizer finds it (keyed by content and tokenizer)."""
+    from nr_lightning.backbone import cache_dir as nrl_cache
+    from nr_lightning.backbone import load_tokenizer
+    from nr_lightning.data.shards import prepare_shards
+
+    t = time.perf_counter()
+    spec = training_spec(cfg)
+    shards = prepare_shards(spec, load_tokenizer(cfg.tokenizer), Path(cfg.tokens_dir) if cfg.tokens_dir
+                            else nrl_cache() / "tokens", tasks=cfg.tasks, workers=min(cfg.workers, cfg.tasks))
+    out = {"path": str(shards.path), "tokens": shards.n_tokens, "docs": shards.n_docs, "tokenizer": cfg.tokenizer,
+           "wall_s": round(time.perf_counter() - t, 2), "train_with": f"data.new.path='{spec}'"}
+    print(f"[data_prep] token shards: {shards.n_tokens:,} tokens in {shards.path}; train with "
+          f"make train ARGS=\"data.new.path='{spec}'\"", file=sys.stderr)
+    return out
 
 
 def _submit_slurm(cfg: PrepConfig, pipes: dict[str, tuple[list, int]]) -> None:
@@ -255,3 +283,6 @@ def _submit_slurm(cfg: PrepConfig, pipes: dict[str, tuple[list, int]]) -> None:
     assert prev is not None
     prev.run()  # launches its dependencies first
     print(f"submitted {len(pipes)} chained SLURM job arrays; when done: python -m data_prep.stats {cfg.output}")
+    if cfg.tokenizer != "none":
+        print(f"then the token shards: python -m nr_lightning.data.shards '{training_spec(cfg)}' --tokenizer "
+              f"{cfg.tokenizer} --tasks {cfg.tasks} --slurm partition={s.partition}")

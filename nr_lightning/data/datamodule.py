@@ -15,15 +15,19 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..registry import MIXINGS
 from .packing import MixedLanguageStream
-from .sources import DataSourceError, TextSource, open_source
+from .sources import DataSourceError, open_source
+
+if TYPE_CHECKING:
+    from .shards import TokenShards
 
 __all__ = ["DataConfig", "LangSource", "MixedLanguageDataModule", "stratified_problem"]
 
@@ -65,7 +69,7 @@ class DataConfig:
     batch_size: int = 4
     """Sequences per batch per device (micro-batch)."""
     num_workers: int = 0
-    """Dataloader worker processes per device (each tokenises the full stream and keeps its share)."""
+    """Dataloader worker processes per device (each reads only the token shards' share it yields)."""
     seed: int = 0
     """Seed of the mixing decisions; the stream is a deterministic function of (seed, sources, tokenizer)."""
     new: LangSource = field(default_factory=LangSource)
@@ -78,6 +82,9 @@ class DataConfig:
     """Root of the prepared corpora (``<corpora>/<lang>/{train,heldout}.jsonl``); default ``<cache>/corpora``."""
     text_field: str = "text"
     """Field / column holding the text in JSONL and parquet sources."""
+    tokens_dir: str = ""
+    """Where training sources are tokenised once (datatrove token shards, keyed by content and tokenizer);
+    default ``<cache>/tokens``."""
 
 
 def stratified_problem(mixing: str, p: float, batch_size: int) -> str | None:
@@ -173,6 +180,7 @@ class _StreamLoader(DataLoader):
 
     def __iter__(self) -> Any:
         self.dataset.start = self._dm.sequences_consumed()
+        self.dataset.counts = self._dm._counts_at(self.dataset.start, self.dataset.world_size)
         it = super().__iter__()
         return it if self._dm.trainer is not None else _Counted(it, self._dm)
 
@@ -205,6 +213,9 @@ class MixedLanguageDataModule(L.LightningDataModule):
         self._base_step: int | None = 0
         self._batches_yielded = 0
         self._validated = False
+        self._shards: list[TokenShards | None] = []
+        self._ckpt_corpora: dict[str, str] = {}
+        self._counts: tuple[int, int, list[int]] | None = None  # (world size, sequence k, languages' counts before k)
 
     # ------------------------------------------------------------------ languages and sources
 
@@ -286,21 +297,59 @@ class MixedLanguageDataModule(L.LightningDataModule):
         n = len(self.config.learn)
         return [i for i in range(len(self.languages)) if (i < n and self.config.p < 1) or (i >= n and self.config.p > 0)]
 
-    def _sources(self) -> list[TextSource]:
-        return [open_source(self.train_source(lang), self.config.text_field) for lang in self.languages]
-
     # ------------------------------------------------------------------ Lightning hooks
 
+    @property
+    def tokens_dir(self) -> Path:
+        """Where training sources are tokenised once (``data.tokens_dir``, default ``<cache>/tokens``)."""
+        if self.config.tokens_dir:
+            return Path(self.config.tokens_dir).expanduser()
+        from nr_lightning.backbone import cache_dir
+
+        return cache_dir() / "tokens"
+
+    def prepare_data(self) -> None:
+        """Tokenise every training source a run will read, once (Lightning calls this on one process per node
+        before :meth:`setup`; a prepared source whose content and tokenizer are unchanged is reused)."""
+        self._shards = self._open_shards()
+
+    def _open_shards(self) -> list[TokenShards | None]:
+        from .shards import prepare_shards
+
+        out: list[TokenShards | None] = [None] * len(self.languages)
+        for i in self._active():
+            lang = self.languages[i]
+            try:
+                out[i] = prepare_shards(self.train_source(lang), self.tokenizer, self.tokens_dir, self.config.text_field)
+            except DataSourceError as e:
+                raise DataSourceError(f"training data for language {lang!r}: {e}") from None
+        return out
+
     def setup(self, stage: str | None = None) -> None:
-        """Check every training source a run will read, record by record (fail at startup, not mid-run)."""
+        """Open (tokenising once if needed) and check the token shards of every language a run will read: sizes,
+        index and checksums, seconds whatever the corpus size; a source is read record by record only when it
+        is tokenised, so a bad record stops the run at start-up, naming file and line."""
         if stage in (None, "fit") and not self._validated:
-            sources = self._sources()
-            for i in self._active():
-                try:
-                    sources[i].validate()
-                except DataSourceError as e:
-                    raise DataSourceError(f"training data for language {self.languages[i]!r}: {e}") from None
+            self._shards = self._open_shards()
             self._validated = True
+            self._check_corpora()
+
+    def corpora(self) -> dict[str, str]:
+        """Content-and-tokenizer key of each language's token shards (after :meth:`setup`)."""
+        return {lang: s.path.name for lang, s in zip(self.languages, self._shards) if s is not None}
+
+    def _check_corpora(self) -> None:
+        """A checkpoint's stream position is only meaningful on the corpora it was trained on."""
+        want = self._ckpt_corpora
+        if not want or not self._shards:
+            return
+        have = self.corpora()
+        changed = sorted(lang for lang in set(want) & set(have) if want[lang] != have[lang])
+        if changed:
+            raise DataSourceError(
+                f"training corpus changed since the checkpoint for {', '.join(changed)} (token shards "
+                f"{', '.join(f'{want[x]} -> {have[x]}' for x in changed)}): resume with the data the run was trained "
+                "on, or start a new run (overwrite=true or a new run dir)")
 
     def _dist(self) -> tuple[int, int]:
         t = self.trainer
@@ -313,18 +362,44 @@ class MixedLanguageDataModule(L.LightningDataModule):
     def train_dataset(self, rank: int | None = None, world_size: int | None = None,
                       start: int | None = None) -> MixedLanguageStream:
         """The stream for one rank (default: this process), starting at global sequence ``start``."""
+        if getattr(self.tokenizer, "eos_token_id", None) is None:
+            raise ValueError("the tokenizer has no eos_token_id; packing needs an EOS separator")
         self.setup("fit")
         r, w = self._dist()
         rank, world_size = (r if rank is None else rank), (w if world_size is None else world_size)
-        tok = self.tokenizer
-        eos = getattr(tok, "eos_token_id", None)
-        if eos is None:
-            raise ValueError("the tokenizer has no eos_token_id; packing needs an EOS separator")
+        start = self.sequences_consumed() if start is None else start
+        return self._stream(self._shards, rank, world_size, start, counts=self._counts_at(start, world_size))
+
+    def _counts_at(self, start: int, world_size: int) -> list[int] | None:
+        """Languages' counts before ``start`` from the last known position (a checkpoint's), None if unknown."""
+        known = self._counts
+        if not known or known[0] != world_size or known[1] > start:
+            return None
+        if known[1] == start:
+            return list(known[2])
+        return self._stream([None] * len(self.languages), 0, world_size, 0).counts_before(
+            start, since=known[1], counts=np.asarray(known[2])).tolist()
+
+    def _stream(self, shards: list, rank: int, world_size: int, start: int,
+                counts: list[int] | None = None) -> MixedLanguageStream:
         c = self.config
-        return MixedLanguageStream(self._sources(), tok, int(eos), len(c.learn), c.p, c.seq_len, c.seed,
-                                   c.batch_size, start=self.sequences_consumed() if start is None else start,
+        return MixedLanguageStream(shards, len(c.learn), c.p, c.seq_len, c.seed, c.batch_size, start=start,
                                    rank=rank, world_size=world_size, names=self.languages,
-                                   weights=self.language_weights(), stratified=c.mixing == "stratified")
+                                   weights=self.language_weights(), stratified=c.mixing == "stratified", counts=counts)
+
+    def language_counts(self, k: int) -> list[int]:
+        """Sequences of each language among global sequences ``0..k-1`` (the stream's per-language positions),
+        counted on from this module's previous count, so a checkpoint costs the steps since the previous one
+        and a resume takes its position from the checkpoint instead of counting from sequence 0."""
+        W = self._dist()[1]
+        counter = self._stream([None] * len(self.languages), 0, W, 0)
+        memo = self._counts
+        if memo and memo[0] == W and memo[1] <= k:
+            counts = counter.counts_before(k, since=memo[1], counts=np.asarray(memo[2]))
+        else:
+            counts = counter.counts_before(k)
+        self._counts = (W, k, [int(x) for x in counts])
+        return self._counts[2]
 
     def train_dataloader(self, rank: int | None = None, world_size: int | None = None) -> DataLoader:
         """Infinite loader of ``{"input_ids": (B, seq_len), "domain": (B,), "lang": (B,)}`` batches.
@@ -367,9 +442,11 @@ class MixedLanguageDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Stream position for checkpoints (Lightning stores it under the class name)."""
         t = self.trainer
-        return {"version": STATE_VERSION, "sequences_consumed": self.sequences_consumed(),
+        k = self.sequences_consumed()
+        return {"version": STATE_VERSION, "sequences_consumed": k,
                 "global_step": int(t.global_step) if t is not None else None, "seed": self.config.seed,
-                "fingerprint": self.fingerprint()}
+                "fingerprint": self.fingerprint(), **({"corpora": self.corpora()} if self._shards else {}),
+                "positions": {"world_size": self._dist()[1], "sequence": k, "language_counts": self.language_counts(k)}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the stream position; the next ``train_dataloader()`` iteration continues from it."""
@@ -379,6 +456,12 @@ class MixedLanguageDataModule(L.LightningDataModule):
             warnings.warn(
                 "data config changed since the checkpoint (seed, p, languages, seq_len, sources or tokenizer): "
                 f"resuming at sequence {state_dict['sequences_consumed']} of a different stream", stacklevel=2)
+        self._ckpt_corpora = dict(state_dict.get("corpora") or {})
+        pos = state_dict.get("positions")
+        if pos and len(pos.get("language_counts", [])) == len(self.languages) \
+                and state_dict.get("fingerprint") == self.fingerprint():
+            self._counts = (int(pos["world_size"]), int(pos["sequence"]), [int(x) for x in pos["language_counts"]])
+        self._check_corpora()
         self._base_sequences = int(state_dict["sequences_consumed"])
         self._base_step = None
         self._batches_yielded = 0

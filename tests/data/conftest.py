@@ -69,11 +69,13 @@ def corpora(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_dm(corpora: Path, digit_tokenizer: DigitTokenizer):
-    """Factory: a MixedLanguageDataModule over the synthetic corpora with small defaults."""
+    """Factory: a MixedLanguageDataModule over the synthetic corpora with small defaults (token shards in the
+    test's own folder)."""
     from nr_lightning.data import MixedLanguageDataModule
 
     def _make(**overrides):
-        kw = {"corpora_dir": str(corpora), "seq_len": 16, "batch_size": 4}
+        kw = {"corpora_dir": str(corpora), "seq_len": 16, "batch_size": 4,
+              "tokens_dir": str(corpora.parent / "tokens")}
         kw.update(overrides)
         return MixedLanguageDataModule(tokenizer=digit_tokenizer, **kw)
 

@@ -16,7 +16,7 @@ from data_prep.warc import DE_PAGES, EN_PAGES, FR_PAGES, build_test_warc, page_u
 
 def _cfg(inputs: list[Path], out: Path, lid: Path, **kw) -> PrepConfig:
     args = [f"input={','.join(map(str, inputs))}", "lang=fr", f"output={out}", f"lid.model={lid}",
-            "quality.model=none", "progress=false"] + [f"{k}={v}" for k, v in kw.items()]
+            "quality.model=none", "progress=false", "tokenizer=none"] + [f"{k}={v}" for k, v in kw.items()]
     return parse_cli(PrepConfig, args, list_keys=("input",))
 
 
@@ -37,8 +37,10 @@ def _paragraphs(recs: list[dict]) -> Counter:
 
 
 def test_pipeline_on_test_warc(test_warc: Path, lid_model: Path, tmp_path: Path, helpers) -> None:
-    stats = run(_cfg([test_warc], tmp_path / "out", lid_model))
+    stats = run(_cfg([test_warc], tmp_path / "out", lid_model, tokenizer="tiny", tokens_dir=tmp_path / "tok"))
     recs = helpers.shards(tmp_path / "out")
+    tok = stats["token_shards"]  # the pipeline ends with token shards that training reads
+    assert tok["docs"] == len(recs) and tok["tokens"] > len(recs) and tok["path"].startswith(str(tmp_path / "tok"))
     assert recs and all(r["lang"] == "fr" and r["lang_score"] >= 0.65 for r in recs)
     assert set(recs[0]) >= {"text", "url", "lang", "lang_score", "quality_score"}
     assert max(_paragraphs(recs).values()) == 1  # no duplicated paragraph
