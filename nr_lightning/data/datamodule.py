@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,9 +452,10 @@ class MixedLanguageDataModule(L.LightningDataModule):
         if state_dict.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported data state version {state_dict.get('version')!r}")
         if state_dict.get("fingerprint") != self.fingerprint():
-            warnings.warn(
-                "data config changed since the checkpoint (seed, p, languages, seq_len, sources or tokenizer): "
-                f"resuming at sequence {state_dict['sequences_consumed']} of a different stream", stacklevel=2)
+            raise DataSourceError(
+                "data config changed since the checkpoint (seed, p, mixing, weights, languages, seq_len, sources or "
+                f"tokenizer): its position (sequence {state_dict['sequences_consumed']}) belongs to another stream; "
+                "resume with the run's data settings, or start a new run (overwrite=true or a new run dir)")
         self._ckpt_corpora = dict(state_dict.get("corpora") or {})
         pos = state_dict.get("positions")
         if pos and len(pos.get("language_counts", [])) == len(self.languages) \

@@ -87,15 +87,18 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def data_files(dm: Any) -> dict[str, list[str]]:
-    """language -> SHA-256 of each training file (``hf:`` sources: their spec), in reading order."""
+    """language -> content key of its training source (``hf:`` sources: their spec), in reading order.
+
+    The key is the one the token shards are named by (data/shards.py): the hash of unchanged files (same size and
+    mtime) is remembered beside the shards, so a requeue does not re-read a 100 GB corpus to check it."""
     from ..data import open_source
-    from ..io import file_sha256
+    from ..data.shards import source_key
 
     out: dict[str, list[str]] = {}
     for lang in dm.languages:
         spec = dm.train_source(lang)
         src = open_source(spec, text_field=dm.config.text_field)
-        out[lang] = [f"hf:{spec}"] if src.is_hf else [file_sha256(p) for p in src.files()]
+        out[lang] = [f"hf:{spec}"] if src.is_hf else [source_key(src, dm.tokens_dir)]
     return out
 
 
@@ -134,7 +137,7 @@ def identity_mismatch(saved: dict | None, now: dict, ckpt_step: int | None = Non
     s_data, n_data = saved.get("data"), now.get("data")
     if s_data is not None and n_data is not None and s_data != n_data:
         lang = next((k for k in sorted(set(s_data) | set(n_data)) if s_data.get(k) != n_data.get(k)), "?")
-        return (f"the training data of {lang} changed: file SHA-256 {_short(s_data.get(lang))} in the checkpoint, "
+        return (f"the training data of {lang} changed: content key {_short(s_data.get(lang))} in the checkpoint, "
                 f"{_short(n_data.get(lang))} now")
     s_steps = saved.get("max_steps")
     if s_steps is not None and steps != s_steps and saved.get("schedule", "cosine") != "constant":

@@ -156,9 +156,11 @@ def test_resume_with_trainer_formula(make_dm):
     assert dm2.state_dict()["sequences_consumed"] == 24 + 16
 
 
-def test_fingerprint_change_warns(make_dm):
+def test_fingerprint_change_is_refused(make_dm):
+    from nr_lightning.data.sources import DataSourceError
+
     state = make_dm(seed=1).state_dict()
-    with pytest.warns(UserWarning, match="data config changed"):
+    with pytest.raises(DataSourceError, match="data config changed.*overwrite=true or a new run dir"):
         make_dm(seed=2).load_state_dict(state)
 
 
