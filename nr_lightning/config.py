@@ -18,12 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from .data import DataConfig
-from .data.datamodule import stratified_problem
-from .registry import GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS
+from .data.config import DataConfig, stratified_problem
+from .errors import ConfigError
+from .paths import EXPERIMENTS, REPO
+from .registry import GATE_INITS, GATES, INITS, METHOD_DEFAULTS, METHODS, MIXINGS, PLACEMENTS
 
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = REPO / "experiments"
 GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
 METHOD_NAMES = METHODS
 
@@ -141,10 +140,6 @@ CHOICES = {
 }
 POSITIVE = ("optim.lr_multiplier", "trainer.max_steps", "trainer.accumulate_grad_batches", "eval.max_length", "eval.batch_size",
             "method.lr")
-
-
-class ConfigError(ValueError):
-    """A bad config key or value, with the fix in the message."""
 
 
 def group_choices(group: str) -> list[str]:
@@ -266,8 +261,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"bad value method.budget={cfg.method.budget}: a positive fraction, e.g. 0.2")
     if not 0.0 <= cfg.data.p <= 1.0:
         raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
-    from .extension.api import METHOD_DEFAULTS
-
     gate = cfg.method.gate or METHOD_DEFAULTS.get(cfg.method.name, {}).get("gate", "none")
     if gate == "elu" and cfg.method.beta > 0:
         # The BCE trains sigmoid(g) as a classifier while the forward pass gates with ELU(g): driving g -> -inf
@@ -295,4 +288,5 @@ def from_dict(d: dict) -> RunConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), d))  # type: ignore[return-value]
 
 
-__all__ = ["RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]
+# ConfigError, REPO and EXPERIMENTS stay importable from here (their homes: errors.py, paths.py)
+__all__ = ["EXPERIMENTS", "REPO", "RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]

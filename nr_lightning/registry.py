@@ -7,6 +7,12 @@ from __future__ import annotations
 # Extension methods (paper §3-4): full finetuning, LoRA, and the three residual-adapter variants.
 METHODS = ("finetune", "lora", "adapters", "sigmoid", "neutral")
 ADAPTER_METHODS = ("adapters", "sigmoid", "neutral")  # a gated residual adapter in every FFN block
+# Each adapter method's gate and init when the config leaves them None (its alpha/beta/lr: experiments/method/).
+METHOD_DEFAULTS: dict[str, dict[str, str]] = {
+    "adapters": {"gate": "none", "init": "he"},
+    "sigmoid": {"gate": "sigmoid", "init": "low_variance"},
+    "neutral": {"gate": "elu", "init": "low_variance"},
+}
 GATES = ("elu", "relu", "sigmoid", "none")  # the adapter's block gate (neutral: elu, sigmoid: sigmoid)
 INITS = ("low_variance", "he")  # the adapter's init (neutral residues: low variance)
 PLACEMENTS = ("parallel", "serial")  # the adapter beside or after the FFN

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nr_lightning import registry
 from nr_lightning.config import CHOICES
-from nr_lightning.extension.api import METHOD_DEFAULTS
+from nr_lightning.registry import METHOD_DEFAULTS
 
 PACKAGE = Path(registry.__file__).parent
 

@@ -20,16 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..io import write_json_atomic
-from ..registry import ADAPTER_METHODS, METHODS
+from ..registry import ADAPTER_METHODS, METHOD_DEFAULTS, METHODS
 from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
 from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
 
-# Per-method defaults (docs/method.md): vanilla adapters are ungated with He init; the gated methods use low-variance init.
-METHOD_DEFAULTS = {
-    "adapters": {"gate": "none", "init": "he"},
-    "sigmoid": {"gate": "sigmoid", "init": "low_variance"},
-    "neutral": {"gate": "elu", "init": "low_variance"},
-}
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "extension.json", "extension.safetensors"
 
