@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from .data.config import DataConfig, stratified_problem
 from .errors import ConfigError
 from .paths import EXPERIMENTS, REPO
-from .registry import GATE_INITS, GATES, INITS, METHOD_DEFAULTS, METHODS, MIXINGS, PLACEMENTS
+from .registry import DEFAULT_METHOD, GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS, method_class
 
 GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
 METHOD_NAMES = METHODS
@@ -38,7 +38,7 @@ class BackboneConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "neutral"  # finetune | lora | adapters | sigmoid | neutral
+    name: str = DEFAULT_METHOD  # one of registry.METHODS: finetune | lora | adapters | sigmoid | neutral
     budget: float = 0.2  # fraction of the backbone's non-embedding parameters
     gate: str | None = None  # elu | relu | sigmoid | none (None = the method's default)
     init: str | None = None  # low_variance | he (None = the method's default)
@@ -203,7 +203,7 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
         if "experiment" in choices:
             experiment, picked = _load_experiment(choices["experiment"])
             choices = {**picked, **choices}
-        defaults = {"method": "neutral", "lang": "fr"}
+        defaults = {"method": DEFAULT_METHOD, "lang": "fr"}
         for group in ("backbone", "trainer", "method", "lang"):
             choice = choices.get(group, defaults.get(group))
             if choice is None:
@@ -257,11 +257,12 @@ def validate(cfg: RunConfig) -> None:
         value = OmegaConf.select(node, key)
         if not value or value <= 0:
             raise ConfigError(f"bad value {key}={value!r}: must be > 0")
-    if cfg.method.budget <= 0 and cfg.method.name not in ("finetune",):
+    kind = method_class(cfg.method.name)
+    if cfg.method.budget <= 0 and not kind.trains_backbone:
         raise ConfigError(f"bad value method.budget={cfg.method.budget}: a positive fraction, e.g. 0.2")
     if not 0.0 <= cfg.data.p <= 1.0:
         raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
-    gate = cfg.method.gate or METHOD_DEFAULTS.get(cfg.method.name, {}).get("gate", "none")
+    gate = cfg.method.gate or kind.default_gate or "none"
     if gate == "elu" and cfg.method.beta > 0:
         # The BCE trains sigmoid(g) as a classifier while the forward pass gates with ELU(g): driving g -> -inf
         # on English makes ELU(g) -> -1, which flips the residual instead of closing it (docs/method.md).

@@ -61,30 +61,25 @@ def parse(argv: list[str]) -> ExportArgs:
 
 
 def auto_format(method: str, gate: str | None, placement: str = "parallel") -> str:
-    if method == "lora":
-        return "peft"
-    if method == "finetune" or (method == "adapters" and gate in (None, "none") and placement == "parallel"):
-        return "hf"
-    return "extension"
+    from types import SimpleNamespace
+
+    from .registry import method_class
+
+    return method_class(method).export_format(SimpleNamespace(method=method, gate=gate, placement=placement))
 
 
 def _check_hf_representable(model: nn.Module) -> None:
     """Raise naming the reason when the extension cannot become a plain HF model."""
-    from .extension import adapters, extension_config
+    from .extension import extension_config
+    from .registry import method_class
 
     cfg = extension_config(model)
     if any(".nrl_stages." in n or ".nrl_router." in n for n, _ in model.named_parameters()):
         raise ConfigError("stacked extension stages (and their router) have no plain Hugging Face equivalent; "
                           "use format=extension")
-    if cfg.method in ("finetune", "lora"):
-        return
-    if any(a.block_gate is not None for a in adapters(model)):
-        raise ConfigError(f"method {cfg.method!r} has a per-token block gate (gate={cfg.gate}), which neither a plain "
-                          f"Hugging Face model nor PEFT can represent; use format=extension "
-                          f"(loaded by nr_lightning.export.load_exported)")
-    if cfg.placement != "parallel":
-        raise ConfigError(f"placement={cfg.placement!r} adapters read the FFN's output, so they cannot be folded into "
-                          f"the FFN; use format=extension")
+    why = method_class(cfg.method).hf_representable(model, cfg)
+    if why:
+        raise ConfigError(why)
 
 
 @torch.no_grad()
@@ -140,6 +135,7 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     """Export `run` to `out`; returns {"format", "out", "method", ...}."""
     from .evaluation.evaluate import EvalRun, load_model
     from .extension import extension_config
+    from .registry import method_class
 
     run, out = Path(run), Path(out)
     stack = run / "extension" / "sequence.json"
@@ -148,7 +144,7 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     model, tok, run_cfg = load_model(EvalRun(run=str(run)))
     cfg = extension_config(model)
     fmt = auto_format(cfg.method, cfg.gate, cfg.placement) if format == "auto" else format
-    if fmt == "peft" and cfg.method != "lora":
+    if fmt == "peft" and method_class(cfg.method).export_format(cfg) != "peft":
         raise ConfigError(f"format=peft holds LoRA adapters; this run's method is {cfg.method!r}: use format=hf "
                           f"(finetune, vanilla adapters) or format=extension")
     if fmt == "extension":
@@ -167,12 +163,7 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
         model.save_pretrained(str(out), safe_serialization=True)
         info["base_model"] = base_dir
     else:
-        if cfg.method == "lora":
-            model = model.merge_and_unload()
-        elif cfg.method != "finetune":
-            model = widen_ffns(model)
-        else:
-            del model.nrl_config
+        model = method_class(cfg.method).to_hf(model)
         model.save_pretrained(str(out), safe_serialization=True)
         info["intermediate_size"] = model.config.intermediate_size
     tok.save_pretrained(str(out))

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig, compose, group_choices
 from ..io import write_json_atomic
-from ..registry import ADAPTER_METHODS, MERGE_METHODS, ROUTERS, STRATEGIES
+from ..registry import ADAPTER_METHODS, MERGE_METHODS, METHODS, ROUTERS, STRATEGIES, method_class
 from ..training.train import earlier_outputs
 
 SEQUENCE_FILE, MATRIX_JSON, MATRIX_MD = "sequence.json", "forgetting.json", "forgetting.md"
@@ -113,9 +113,11 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
 def check_strategy(seq: SequenceConfig, cfg: RunConfig) -> None:
     """Refuse strategy/method pairs that are not defined."""
     m = cfg.method.name
-    if seq.strategy == "olora" and m != "lora":
-        raise ConfigError(f"strategy=olora needs method=lora (got {m})")
-    if seq.strategy == "stack" and m not in (*ADAPTER_METHODS, "lora"):
+    kind = method_class(m)
+    if seq.strategy == "olora" and not kind.orthogonal_stages:
+        need = " or ".join(n for n in METHODS if method_class(n).orthogonal_stages)
+        raise ConfigError(f"strategy=olora needs method={need} (got {m})")
+    if seq.strategy == "stack" and not kind.stackable:
         raise ConfigError(f"strategy=stack needs an adapter method or lora (got {m}); use strategy=continue")
     if seq.strategy == "moe" and m not in ADAPTER_METHODS:
         raise ConfigError(f"strategy=moe mixes adapter stages (got method={m}); use strategy=merge for {m}")

@@ -219,10 +219,9 @@ class ExtensionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ adapter-only checkpoints
     def _extension_keys(self) -> set[str]:
-        if self.cfg.method.name == "finetune":
-            return set()
-        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
-        return {f"model.{n}" for n, p in self.model.named_parameters() if id(p) in trainable}
+        from ..registry import method_class
+
+        return method_class(self.cfg.method.name).checkpoint_keys(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keys = self._extension_keys()
