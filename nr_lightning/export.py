@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from .config import ConfigError
+from . import keyvalue
+from .errors import ConfigError, run_cli
 from .io import write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
@@ -45,14 +45,7 @@ class ExportArgs:
 
 
 def parse(argv: list[str]) -> ExportArgs:
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(f"argument {bad[0]!r} is not key=value (e.g. run=runs/x format=hf out=export/x)")
-    try:
-        args: ExportArgs = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExportArgs),
-                                                               OmegaConf.from_dotlist(argv)))  # type: ignore
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad argument: {str(e).splitlines()[0]}; valid keys: run, out, format") from None
+    args = keyvalue.parse(ExportArgs, argv, example="run=runs/x format=hf out=export/x")
     if not args.run or not args.out:
         raise ConfigError("give run=runs/<name> (a finished training run) and out=DIR (where to write the export)")
     if args.format not in FORMATS:
@@ -204,8 +197,9 @@ def load_exported(path: str | Path):
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "help") for a in argv):
+    if keyvalue.help_requested(argv):
         print(__doc__)
+        print(keyvalue.keys_help(ExportArgs))
         return {}
     args = parse(argv)
     info = export(args.run, args.out, args.format)
@@ -214,11 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)  # one `error:` line, exit 2; --debug: the traceback
 
 
 if __name__ == "__main__":

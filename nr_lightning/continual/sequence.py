@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import keyvalue
 from ..config import ConfigError, RunConfig, compose, group_choices
 from ..io import write_json_atomic
 from ..registry import ADAPTER_METHODS, MERGE_METHODS, METHODS, ROUTERS, STRATEGIES, method_class
@@ -79,8 +80,6 @@ SEQ_KEYS = {f for f in SequenceConfig.__dataclass_fields__}
 
 def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
     """Split the command line into the sequence's options and the per-stage training overrides."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     mine, rest = [], []
     for arg in argv:
@@ -88,11 +87,7 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
             raise ConfigError(f"argument {arg!r} is not key=value (e.g. stages=[fr,de] strategy=stack)")
         key = arg.split("=", 1)[0].lstrip("+-")
         (mine if key.split(".")[0] in SEQ_KEYS else rest).append(arg.lstrip("+-"))
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(SequenceConfig), OmegaConf.from_dotlist(mine))
-        seq: SequenceConfig = OmegaConf.to_object(node)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad sequence option: {str(e).splitlines()[0]}") from None
+    seq = keyvalue.parse(SequenceConfig, mine, example="stages=[fr,de] strategy=stack")
     if seq.strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {seq.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
     if seq.router not in ROUTERS:
@@ -472,8 +467,10 @@ def matrix_markdown(matrix: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "help") for a in argv):
+    if keyvalue.help_requested(argv):
         print(__doc__)
+        print(keyvalue.keys_help(SequenceConfig, "sequence keys"))
+        print("Every other key=value is a training override of each stage (python -m nr_lightning.train --help).")
         return {}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seq, rest = parse_args(argv)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
+from .. import keyvalue
 from ..errors import ConfigError, run_cli
 from ..io import write_json_atomic
 from . import evaluate as lib  # the module, looked up at call time (tests and sweeps replace lib.evaluate)
@@ -24,19 +22,7 @@ from .evaluate import EvalRun
 
 
 def parse(argv: list[str]) -> EvalRun:
-    dotted = []
-    for a in argv:
-        if a.startswith("--limit"):
-            a = a.lstrip("-")
-        if "=" not in a:
-            raise ConfigError(f"argument {a!r} is not key=value (e.g. run=runs/x tasks=[mmlu_fr] limit=20)")
-        dotted.append(a)
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(EvalRun), OmegaConf.from_dotlist(dotted))
-        ev: EvalRun = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad argument: {str(e).splitlines()[0]}; valid keys: "
-                          f"{', '.join(EvalRun.__dataclass_fields__)}") from None
+    ev = keyvalue.parse(EvalRun, argv, example="run=runs/x tasks=[mmlu_fr] limit=20")
     if not ev.run and not ev.backbone:
         raise ConfigError("give run=runs/<name> (a trained run) or backbone=<preset|path> (a bare backbone)")
     return ev
@@ -73,8 +59,9 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
+    if keyvalue.help_requested(argv):
         print(__doc__)
+        print(keyvalue.keys_help(EvalRun))
         return {}
     ev = parse(argv)
     result = lib.evaluate(ev)

@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         print(__doc__)
         print("Config groups: method=, lang=, backbone=, trainer=, experiment= (files in experiments/<group>/).")
         print("Every field of nr_lightning/config.py:RunConfig can be set as a dotted key, e.g. data.p=0.5.")
+        from ..keyvalue import keys_help
+
+        print(keys_help(RunConfig))
         print("User errors print one `error:` line (exit 2); --debug or NRL_DEBUG=1 shows the traceback.")
         return {}
     from ..preemption import install_preemption_handler
