@@ -79,7 +79,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 50
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
-    fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/loss.py); off under fsdp/deepspeed
+    fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/training/loss.py); off under fsdp/deepspeed
     detect_anomaly: bool = False
     nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
     dry_run: bool = False  # print the memory plan (layout, per-GPU memory estimates), do not train

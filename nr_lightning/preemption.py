@@ -3,7 +3,7 @@
 ``python -m nr_lightning.train`` installs the handler before torch, transformers or the config are
 imported (a few seconds), because a scheduler's requeue signal can arrive at any moment and its default
 action ends the process without a checkpoint. The handler only records the signal; the training loop
-checkpoints at the next step boundary (nr_lightning/checkpointing.py, ``PreemptionCheckpoint``).
+checkpoints at the next step boundary (nr_lightning/training/checkpointing.py, ``PreemptionCheckpoint``).
 """
 
 from __future__ import annotations

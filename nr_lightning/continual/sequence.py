@@ -63,7 +63,7 @@ class SequenceConfig:
     merge: str = "linear"  # linear | ties | dare | dare_ties | magnitude
     merge_density: float = 0.5  # TIES/DARE: fraction of task-vector entries kept
     merge_seed: int = 0  # DARE's random drop
-    merge_weights: list[float] | None = None  # per-stage weights (default: see nr_lightning.merging)
+    merge_weights: list[float] | None = None  # per-stage weights (default: see nr_lightning.extension.merging)
     router: str = "gates"  # moe: gates | learned
     router_steps: int = 20  # moe with router=learned: training steps of the router (all else frozen)
     baseline_cache: bool = True  # share the backbone row between sequences (<run_dir>/../.nrl-cache/)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-# Multiline charts take tag regexes; tags are written by nr_lightning.callbacks.
+# Multiline charts take tag regexes; tags are written by nr_lightning.training.callbacks.
 LAYOUT = {
     "forgetting": {
         "held-out bits per byte (English forgetting set, new language, sum)": ["Multiline", [r"eval/bpb_.*"]],

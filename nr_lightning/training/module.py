@@ -55,7 +55,7 @@ class ExtensionModule(L.LightningModule):
         self._skipped_batches = 0
         self._flops_per_token, self._peak_flops = 0.0, None  # set in on_fit_start (MFU)
         self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
-        # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.loss)
+        # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.training.loss)
         # (not under FSDP/DeepSpeed: their root wrapper must run the forward that gathers the head's shards)
         sharded = cfg.trainer.strategy in ("fsdp", "deepspeed")
         self._fused = hidden_and_head(model) if cfg.trainer.fused_loss and not sharded else None
@@ -74,7 +74,7 @@ class ExtensionModule(L.LightningModule):
 
         Separate from :meth:`training_step` so that benchmarks and custom loops time exactly this loss.
         The LM term is HF's causal-LM loss (labels = inputs), fused with the head when possible
-        (:mod:`nr_lightning.loss`: same value, no logits kept).
+        (:mod:`nr_lightning.training.loss`: same value, no logits kept).
         """
         ids, domain = batch["input_ids"], batch["domain"]
         if self._fused is not None:
