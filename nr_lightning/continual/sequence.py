@@ -45,7 +45,7 @@ from torch import nn
 from .. import keyvalue
 from ..config import ConfigError, RunConfig, compose, group_choices
 from ..io import write_json_atomic
-from ..registry import ADAPTER_METHODS, MERGE_METHODS, METHODS, ROUTERS, STRATEGIES, method_class
+from ..registry import MERGE_METHODS, METHODS, ROUTERS, STRATEGIES, method_class
 from ..training.train import earlier_outputs
 
 SEQUENCE_FILE, MATRIX_JSON, MATRIX_MD = "sequence.json", "forgetting.json", "forgetting.md"
@@ -114,7 +114,7 @@ def check_strategy(seq: SequenceConfig, cfg: RunConfig) -> None:
         raise ConfigError(f"strategy=olora needs method={need} (got {m})")
     if seq.strategy == "stack" and not kind.stackable:
         raise ConfigError(f"strategy=stack needs an adapter method or lora (got {m}); use strategy=continue")
-    if seq.strategy == "moe" and m not in ADAPTER_METHODS:
+    if seq.strategy == "moe" and not kind.adapter:
         raise ConfigError(f"strategy=moe mixes adapter stages (got method={m}); use strategy=merge for {m}")
     if seq.replay and seq.strategy not in ("stack", "olora", "continue"):
         raise ConfigError(f"replay applies to sequential strategies (stack, olora, continue), not {seq.strategy}")
@@ -139,7 +139,7 @@ def stage_data(seq: SequenceConfig, cfg: RunConfig, k: int) -> dict:
     if not (seq.replay and earlier):
         return {"learn": [lang], "retain": retain, "p": d.p, "weights": {}}
     r = seq.replay
-    if seq.strategy == "stack" and cfg.method.name in ADAPTER_METHODS:
+    if seq.strategy == "stack" and method_class(cfg.method.name).adapter:
         # the new stage must stay neutral on what earlier stages hold: their languages are original domain (0)
         weights = {x: d.p / len(retain) for x in retain} | {x: r / len(earlier) for x in earlier}
         return {"learn": [lang], "retain": retain + earlier, "p": d.p + r, "weights": weights}
@@ -203,7 +203,7 @@ class Sequence:
     # ------------------------------------------------------------------ per strategy
     @property
     def sequential_adapters(self) -> bool:
-        return self.seq.strategy == "stack" and self.cfg.method.name in ADAPTER_METHODS
+        return self.seq.strategy == "stack" and method_class(self.cfg.method.name).adapter
 
     def train_model(self, backbone: nn.Module, k: int, cfg: RunConfig) -> nn.Module:
         """The model stage k trains, built on a fresh backbone from the earlier stages' saved extensions."""
