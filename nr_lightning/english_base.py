@@ -27,25 +27,15 @@ from pathlib import Path
 
 import lightning as L
 
-from .backbone import cache_dir
-from .config import REPO
 from .evaluation.fixtures import TEXT
+from .paths import ENGLISH_BASE as NAME
+from .paths import REPO, base_dir, is_built
 
-NAME = "smollm2-135m-en"
 SOURCE = "smollm2-135m"
 PUBMED_DEV = TEXT / "pubmed_en_dev.jsonl"  # model selection only
 PUBMED_EVAL = TEXT / "pubmed_en_more.jsonl"  # the forgetting set of the reproduction: never used for selection
 EVERY, PATIENCE, MIN_DELTA, MAX_STEPS = 25, 3, 0.001, 300
 SELECT = ("eval/bpb_en", "eval/bpb_en_indomain")  # PubMed dev + in-domain Wikipedia
-
-
-def base_dir() -> Path:
-    return cache_dir() / "backbones" / NAME
-
-
-def is_built() -> bool:
-    d = base_dir()
-    return (d / "model.safetensors").is_file() and (d / "nrl_base.json").is_file()
 
 
 def train_args(run_dir: Path, max_steps: int = MAX_STEPS) -> list[str]:

@@ -12,7 +12,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["USER_ERRORS", "debug_requested", "one_line", "run_cli"]
+__all__ = ["USER_ERRORS", "ConfigError", "debug_requested", "one_line", "run_cli"]
+
+
+
+class ConfigError(ValueError):
+    """A bad config key or value, with the fix in the message."""
+
 
 USAGE_EXIT = 2  # the convention of argparse and of our train/evaluate CLIs
 # ConfigError, DataSourceError and SweepError are ValueErrors; missing paths are FileNotFoundError.

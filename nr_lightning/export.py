@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from .config import ConfigError
+from . import keyvalue
+from .errors import ConfigError, run_cli
 from .io import checksum_problem, write_checksums, write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
@@ -51,14 +51,7 @@ class ExportArgs:
 
 
 def parse(argv: list[str]) -> ExportArgs:
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise ConfigError(f"argument {bad[0]!r} is not key=value (e.g. run=runs/x format=hf out=export/x)")
-    try:
-        args: ExportArgs = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ExportArgs),
-                                                               OmegaConf.from_dotlist(argv)))  # type: ignore
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad argument: {str(e).splitlines()[0]}; valid keys: run, out, format") from None
+    args = keyvalue.parse(ExportArgs, argv, example="run=runs/x format=hf out=export/x")
     if not args.run or not args.out:
         raise ConfigError("give run=runs/<name> (a finished training run) and out=DIR (where to write the export)")
     if args.format not in FORMATS:
@@ -67,31 +60,23 @@ def parse(argv: list[str]) -> ExportArgs:
 
 
 def auto_format(method: str, gate: str | None = None, placement: str = "parallel") -> str:
-    """peft for LoRA, hf (plain, or with the modelling file for gated/serial/stacked adapters) otherwise."""
-    return "peft" if method == "lora" else "hf"
+    """peft for LoRA, hf otherwise (plain, or with the modelling file for gated/serial/stacked adapters)."""
+    from types import SimpleNamespace
+
+    from .registry import method_class
+
+    return method_class(method).export_format(SimpleNamespace(method=method, gate=gate, placement=placement))
 
 
 def plain_hf_reason(model: nn.Module) -> str | None:
     """Why the extension cannot become a plain HF model without custom code (None when it can)."""
-    from .extension import adapters, extension_config
+    from .extension import extension_config
+    from .registry import method_class
 
-    cfg = extension_config(model)
     if any(".nrl_stages." in n or ".nrl_router." in n for n, _ in model.named_parameters()):
         return "stacked extension stages (and their router) have no plain Hugging Face equivalent"
-    if cfg.method in ("finetune", "lora"):
-        return None
-    if any(a.block_gate is not None for a in adapters(model)):
-        return f"method {cfg.method!r} has a per-token block gate (gate={cfg.gate}), which no stock FFN or PEFT has"
-    if cfg.placement != "parallel":
-        return f"placement={cfg.placement!r} adapters read the FFN's output, so they cannot be folded into the FFN"
-    return None
-
-
-def _check_hf_representable(model: nn.Module) -> None:
-    """Raise naming the reason when the extension cannot become a plain HF model."""
-    why = plain_hf_reason(model)
-    if why:
-        raise ConfigError(f"{why}; export format=hf (loaded with trust_remote_code=True) or format=extension")
+    cfg = extension_config(model)
+    return method_class(cfg.method).hf_representable(model, cfg)
 
 
 @torch.no_grad()
@@ -102,7 +87,9 @@ def widen_ffns(model: nn.Module) -> nn.Module:
     """
     from .extension import find_ffns
 
-    _check_hf_representable(model)
+    why = plain_hf_reason(model)
+    if why:
+        raise ConfigError(f"{why}; export format=hf (loaded with trust_remote_code=True) or format=extension")
     width = None
     for info in find_ffns(model):
         mlp = info.module
@@ -158,14 +145,15 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     """Export `run` to `out`; returns {"format", "out", "method", "loader", ...}. Writes a model card (README.md)."""
     from .extension import extension_config
     from .model_card import write_model_card
+    from .registry import method_class
 
     run, out = Path(run), Path(out)
     if out.exists() and not out.is_dir():  # before the model loads
         _prepare_out(out)
     model, tok, run_cfg = _load_run(run)
     cfg = extension_config(model)
-    fmt = auto_format(cfg.method) if format == "auto" else format
-    if fmt == "peft" and cfg.method != "lora":
+    fmt = auto_format(cfg.method, cfg.gate, cfg.placement) if format == "auto" else format
+    if fmt == "peft" and method_class(cfg.method).export_format(cfg) != "peft":
         raise ConfigError(f"format=peft holds LoRA adapters; this run's method is {cfg.method!r}: use format=hf "
                           f"or format=extension")
     if fmt == "extension":
@@ -217,14 +205,9 @@ def export_peft(model: nn.Module, tok, backbone_name: str, out: Path) -> dict:
 def export_hf_plain(model: nn.Module, tok, out: Path) -> dict:
     """A stock HF directory: LoRA merged, finetune as is, vanilla parallel adapters folded into wider FFNs."""
     from .extension import extension_config
+    from .registry import method_class
 
-    method = extension_config(model).method
-    if method == "lora":
-        model = model.merge_and_unload()
-    elif method != "finetune":
-        model = widen_ffns(model)
-    else:
-        del model.nrl_config
+    model = method_class(extension_config(model).method).to_hf(model)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     return {"intermediate_size": model.config.intermediate_size,
@@ -290,12 +273,9 @@ def load_exported(path: str | Path):
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "help") for a in argv):
-        from .cli_help import key_table
-
+    if keyvalue.help_requested(argv):
         print(__doc__)
-        print("Keys (key=default  doc):")
-        print(key_table(ExportArgs))
+        print(keyvalue.keys_help(ExportArgs))
         return {}
     args = parse(argv)
     info = export(args.run, args.out, args.format)
@@ -304,11 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)  # one `error:` line, exit 2; --debug: the traceback
 
 
 if __name__ == "__main__":

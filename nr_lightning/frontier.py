@@ -18,15 +18,18 @@ import math
 import statistics
 from pathlib import Path
 
+from .registry import METHODS, method_class
+
 BUDGETS = (0.005, 0.01, 0.02)  # matched-forgetting budgets in PubMed bpb (docs/reproduction.md)
 
 
 def group_label(r: dict) -> str:
     """The frontier a run belongs to: its method and any ablation, not its learning rate or seed."""
     bits = [r["method"]]
-    if r.get("gate_init") == "low_variance" and r["method"] in ("sigmoid", "neutral"):
-        bits.append("w_b low-var")
-    if r["method"] == "neutral" and r.get("alpha") is not None and not r.get("alpha"):
+    kind = method_class(r["method"]) if r["method"] in METHODS else None
+    if r.get("gate_init") == "low_variance" and kind is not None and kind.default_gate not in (None, "none"):
+        bits.append("w_b low-var")  # an ablation of the block gate's init: methods with a block gate only
+    if kind is not None and kind.sparsity_loss and r.get("alpha") is not None and not r.get("alpha"):
         bits.append("α=0")
     return ", ".join(bits)
 

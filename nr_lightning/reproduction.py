@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import frontier
 from .io import write_json_atomic
+from .registry import METHODS, method_class
 
 TASKS = ("arc_easy_en", "arc_easy_fr")
 
@@ -86,11 +87,21 @@ def collect(run: Path) -> dict | None:
             "lr": lr, "cost": frontier.cost(steps), "machine": (own_base or {}).get("label")}
 
 
+def _gated(method: str) -> bool:
+    """The method has a block gate w_b by default (its init is an ablation axis)."""
+    return method in METHODS and method_class(method).default_gate not in (None, "none")
+
+
+def _no_sparsity(r: dict) -> bool:
+    """A run of a method defined by its sparsity loss, with that loss off (the alpha=0 ablation)."""
+    return r["method"] in METHODS and method_class(r["method"]).sparsity_loss and not r.get("alpha")
+
+
 def _label(r: dict) -> str:
     bits = [r["method"]]
-    if r["method"] in ("sigmoid", "neutral") and r.get("gate_init") == "low_variance":
+    if _gated(r["method"]) and r.get("gate_init") == "low_variance":
         bits.append("w_b low-var")
-    if r["method"] == "neutral" and not r.get("alpha"):
+    if _no_sparsity(r):
         bits.append("α=0")
     if r.get("seed"):
         bits.append(f"seed {r['seed']}")
@@ -181,8 +192,7 @@ def curves_plot(rows: list[dict], path: Path) -> Path:
     for r in rows:
         pts = [(c["new"], c["en"]) for c in r["curve"] if c["new"] is not None and c["en"] is not None]
         marker, color = MARKERS.get(r["method"], ("x", "gray"))
-        style = "--" if r.get("seed") or r.get("gate_init") == "low_variance" or \
-            (r["method"] == "neutral" and not r.get("alpha")) else "-"
+        style = "--" if r.get("seed") or r.get("gate_init") == "low_variance" or _no_sparsity(r) else "-"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=color, ms=4, label=_label(r))
     if rows:
         s = rows[0]["start"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .registry import DEFAULT_METHOD
+
 ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2")
 
 
@@ -53,7 +55,7 @@ def fixture_data_args(fixtures) -> list[str]:
             f"data.heldout_en={t / 'pubmed_en_dev.jsonl'}"]
 
 
-def fake_run(root, method: str = "neutral", backbone: str = "tiny", **overrides: str):
+def fake_run(root, method: str = DEFAULT_METHOD, backbone: str = "tiny", **overrides: str):
     """A finished-run directory (config.yaml + extension/) on the tiny backbone (or a local HF directory given as
     `backbone`) with random, non-zero extension weights (zero-initialised W_out / LoRA B would hide mistakes),
     in about a second."""

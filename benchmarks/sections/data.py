@@ -66,6 +66,31 @@ def bench_resume(shard_dir: Path, positions: list[int], seq: int, batch: int, ep
     return out
 
 
+def bench_resume_previous(dm: Any, positions: list[int]) -> dict:
+    """The path before token shards (tests/data/reference_packing.py, kept as the equivalence test's oracle):
+    tokenise on the fly and reach a resumed position by reading, with the 8M-token epoch cache off as for any
+    large corpus. Seconds to the first batch on the real corpora, side by side with ``bench_resume``."""
+    import importlib.util
+
+    from nr_lightning.data import open_source
+
+    path = REPO / "tests" / "data" / "reference_packing.py"
+    spec = importlib.util.spec_from_file_location("reference_packing", path)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)  # type: ignore[union-attr]
+    ref.MixedLanguageStream.CACHE_TOKENS = 0
+    c, tok = dm.config, dm.tokenizer
+    sources = [open_source(dm.train_source(lang), c.text_field) for lang in dm.languages]
+    out = {}
+    for tokens in positions:
+        t0 = time.perf_counter()
+        ds = ref.MixedLanguageStream(sources, tok, int(tok.eos_token_id), len(c.learn), c.p, c.seq_len, c.seed,
+                                     c.batch_size, start=tokens // c.seq_len, names=dm.languages)
+        list(itertools.islice(iter(ds), c.batch_size))
+        out[str(tokens)] = {"first_batch_s": round(time.perf_counter() - t0, 3)}
+    return out
+
+
 def bench_reads(shard_dir: Path, worlds: list[int], workers: int, seq: int, batch: int, batches: int) -> dict:
     """Tokens read by each reader (rank x dataloader worker) while the run trains ``batches`` micro-batches
     per reader, against the tokens the whole run trains on. Counts, not timings."""
@@ -120,6 +145,21 @@ def bench_data(b: Bench, train_tok_s: float | None, log) -> dict:
                                        "s_per_gb": round(prep_s / (src_bytes / 1e9), 1)}}
     if train_tok_s:
         out["times_training_step"] = round(tok_s / train_tok_s, 1)
+
+    # the same resume on the real corpora, shard path against the previous path (tokenise and read to skip)
+    prev_positions = [0, 2_000_000 // (100 if b.quick else 1), 10_000_000 // (100 if b.quick else 1)]
+    shard_rows = {}
+    for tokens in prev_positions:
+        dm._base_sequences, dm._batches_yielded, dm._counts = tokens // b.seq, 0, None
+        state = dm.state_dict()  # what a checkpoint at this position holds (its languages' positions included)
+        dm2 = MixedLanguageDataModule(over, tok)
+        dm2.setup("fit")  # start-up checks: shard sizes, index, checksums (timed apart, in "prepare")
+        t0 = time.perf_counter()
+        dm2.load_state_dict(state)
+        next(iter(dm2.train_dataloader(rank=0, world_size=1)))
+        shard_rows[str(tokens)] = {"first_batch_s": round(time.perf_counter() - t0, 3)}
+    dm._base_sequences, dm._counts = 0, None
+    out["resume_real_corpora"] = {"shards": shard_rows, "previous": bench_resume_previous(dm, prev_positions)}
 
     # synthetic shard: resume cost and loader throughput at the 1B model's sequence length
     epoch = 1 << 20 if b.quick else 1 << 27  # 1M / 134M tokens per epoch (2 MB / 268 MB)

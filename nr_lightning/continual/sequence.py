@@ -42,9 +42,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import keyvalue
 from ..config import ConfigError, RunConfig, compose, group_choices
 from ..io import write_json_atomic
-from ..registry import ADAPTER_METHODS, MERGE_METHODS, ROUTERS, STRATEGIES
+from ..registry import MERGE_METHODS, METHODS, ROUTERS, STRATEGIES, method_class
 from ..training.train import earlier_outputs
 
 SEQUENCE_FILE, MATRIX_JSON, MATRIX_MD = "sequence.json", "forgetting.json", "forgetting.md"
@@ -62,7 +63,7 @@ class SequenceConfig:
     merge: str = "linear"  # linear | ties | dare | dare_ties | magnitude
     merge_density: float = 0.5  # TIES/DARE: fraction of task-vector entries kept
     merge_seed: int = 0  # DARE's random drop
-    merge_weights: list[float] | None = None  # per-stage weights (default: see nr_lightning.merging)
+    merge_weights: list[float] | None = None  # per-stage weights (default: see nr_lightning.extension.merging)
     router: str = "gates"  # moe: gates | learned
     router_steps: int = 20  # moe with router=learned: training steps of the router (all else frozen)
     baseline_cache: bool = True  # share the backbone row between sequences (<run_dir>/../.nrl-cache/)
@@ -79,8 +80,6 @@ SEQ_KEYS = {f for f in SequenceConfig.__dataclass_fields__}
 
 def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
     """Split the command line into the sequence's options and the per-stage training overrides."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
 
     mine, rest = [], []
     for arg in argv:
@@ -88,11 +87,7 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
             raise ConfigError(f"argument {arg!r} is not key=value (e.g. stages=[fr,de] strategy=stack)")
         key = arg.split("=", 1)[0].lstrip("+-")
         (mine if key.split(".")[0] in SEQ_KEYS else rest).append(arg.lstrip("+-"))
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(SequenceConfig), OmegaConf.from_dotlist(mine))
-        seq: SequenceConfig = OmegaConf.to_object(node)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad sequence option: {str(e).splitlines()[0]}") from None
+    seq = keyvalue.parse(SequenceConfig, mine, example="stages=[fr,de] strategy=stack")
     if seq.strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {seq.strategy!r}; valid choices: {', '.join(STRATEGIES)}")
     if seq.router not in ROUTERS:
@@ -121,11 +116,13 @@ def parse_args(argv: list[str]) -> tuple[SequenceConfig, list[str]]:
 def check_strategy(seq: SequenceConfig, cfg: RunConfig) -> None:
     """Refuse strategy/method pairs that are not defined."""
     m = cfg.method.name
-    if seq.strategy == "olora" and m != "lora":
-        raise ConfigError(f"strategy=olora needs method=lora (got {m})")
-    if seq.strategy == "stack" and m not in (*ADAPTER_METHODS, "lora"):
+    kind = method_class(m)
+    if seq.strategy == "olora" and not kind.orthogonal_stages:
+        need = " or ".join(n for n in METHODS if method_class(n).orthogonal_stages)
+        raise ConfigError(f"strategy=olora needs method={need} (got {m})")
+    if seq.strategy == "stack" and not kind.stackable:
         raise ConfigError(f"strategy=stack needs an adapter method or lora (got {m}); use strategy=continue")
-    if seq.strategy == "moe" and m not in ADAPTER_METHODS:
+    if seq.strategy == "moe" and not kind.adapter:
         raise ConfigError(f"strategy=moe mixes adapter stages (got method={m}); use strategy=merge for {m}")
     if seq.replay and seq.strategy not in ("stack", "olora", "continue"):
         raise ConfigError(f"replay applies to sequential strategies (stack, olora, continue), not {seq.strategy}")
@@ -150,7 +147,7 @@ def stage_data(seq: SequenceConfig, cfg: RunConfig, k: int) -> dict:
     if not (seq.replay and earlier):
         return {"learn": [lang], "retain": retain, "p": d.p, "weights": {}}
     r = seq.replay
-    if seq.strategy == "stack" and cfg.method.name in ADAPTER_METHODS:
+    if seq.strategy == "stack" and method_class(cfg.method.name).adapter:
         # the new stage must stay neutral on what earlier stages hold: their languages are original domain (0)
         weights = {x: d.p / len(retain) for x in retain} | {x: r / len(earlier) for x in earlier}
         return {"learn": [lang], "retain": retain + earlier, "p": d.p + r, "weights": weights}
@@ -227,7 +224,7 @@ class Sequence:
     # ------------------------------------------------------------------ per strategy
     @property
     def sequential_adapters(self) -> bool:
-        return self.seq.strategy == "stack" and self.cfg.method.name in ADAPTER_METHODS
+        return self.seq.strategy == "stack" and method_class(self.cfg.method.name).adapter
 
     def train_model(self, backbone: nn.Module, k: int, cfg: RunConfig) -> nn.Module:
         """The model stage k trains, built on a fresh backbone from the earlier stages' saved extensions."""
@@ -487,8 +484,10 @@ def matrix_markdown(matrix: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "help") for a in argv):
+    if keyvalue.help_requested(argv):
         print(__doc__)
+        print(keyvalue.keys_help(SequenceConfig, "sequence keys"))
+        print("Every other key=value is a training override of each stage (python -m nr_lightning.train --help).")
         return {}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     seq, rest = parse_args(argv)

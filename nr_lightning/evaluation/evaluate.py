@@ -1,13 +1,7 @@
 """Evaluate a trained run (or a bare backbone): held-out bits-per-byte and multiple-choice benchmarks.
 
-    python -m nr_lightning.evaluate run=runs/neutral-fr tasks=[arc_challenge_fr,mmlu_en] limit=20
-    python -m nr_lightning.evaluate backbone=smollm2-135m langs=[fr,en] out=runs/backbone-fr/eval.json
-
-Writes one JSON with every number plus the run's config (default: <run>/eval.json) and prints a table.
-`tasks` defaults to every registered task in English and the run's languages that has a local fixture;
-`tasks=[]` skips downstream tasks; `max_docs=0` skips the bpb pass (a downstream-only evaluation, written with
-`out=<run>/eval_tasks.json` beside a full `eval.json`). `limit=N` also caps the held-out documents per
-language at N unless `max_docs` is given (a quick check stays quick).
+The library: ``evaluate(EvalRun(...))`` returns every number as a dict. The command line
+(``python -m nr_lightning.evaluate``, ``nrl evaluate``) is nr_lightning/evaluation/cli.py.
 """
 
 from __future__ import annotations
@@ -18,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ..config import ConfigError, RunConfig, from_dict
-from ..io import write_json_atomic
 
 
 @dataclass
@@ -41,33 +33,6 @@ class EvalRun:
     data: dict = field(default_factory=dict)  # data overrides (e.g. data.new.heldout=...) for held-out sources
     seed: int = 0  # bare backbone only: the seed of a random preset (`tiny`)
     baseline: bool = True  # run= only: also evaluate the bare backbone (cached) and print every Δ against it
-
-
-def parse(argv: list[str]) -> EvalRun:
-    dotted = []
-    for a in argv:
-        if a.startswith("--limit"):
-            a = a.lstrip("-")
-        if "=" not in a:
-            raise ConfigError(f"argument {a!r} is not key=value (e.g. run=runs/x tasks=[mmlu_fr] limit=20)")
-        dotted.append(a)
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(EvalRun), OmegaConf.from_dotlist(dotted))
-        ev: EvalRun = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"bad argument: {str(e).splitlines()[0]}; valid keys: "
-                          f"{', '.join(EvalRun.__dataclass_fields__)}") from None
-    if not ev.run and not ev.backbone:
-        raise ConfigError("give run=runs/<name> (a trained run) or backbone=<preset|path> (a bare backbone)")
-    from ..config import check_range
-
-    for key, low, what in (("max_docs", 0, "documents per language; 0: no bpb pass"), ("limit", 1, "items per task"),
-                           ("max_length", 1, "tokens"), ("batch_size", 1, "sequences"), ("shots", 0, "examples"),
-                           ("threads", 0, "threads; 0: torch's default"), ("seed", 0, "a seed")):
-        check_range(key, getattr(ev, key), low, None, what)
-    if ev.limit is not None and not any(a.split("=", 1)[0] == "max_docs" for a in dotted):
-        ev.max_docs = ev.limit if ev.max_docs is None else min(ev.max_docs, ev.limit)  # a quick check is quick
-    return ev
 
 
 def check_args(ev: EvalRun) -> None:
@@ -180,63 +145,7 @@ def evaluate(ev: EvalRun) -> dict:
     return result
 
 
-def table(result: dict) -> str:
-    """Markdown table; accuracies carry lm-eval's standard error, and with a backbone row every metric its Δ."""
-    d = result.get("delta")
-    lines = ["| metric | value |" + (" Δ vs backbone |" if d else ""), "|---|---|" + ("---|" if d else "")]
+if __name__ == "__main__":  # `python -m nr_lightning.evaluation.evaluate`: the command line lives in cli.py
+    import runpy
 
-    def delta(v: float | None, fmt: str) -> str:
-        return "" if not d else (f" {v:+{fmt}} |" if v is not None else " – |")
-
-    def task_delta(k: str) -> str:
-        if not d:
-            return ""
-        dt = d["tasks"].get(k)
-        if not dt:
-            return " – |"
-        paired = f" (paired p = {dt['paired']['p']:.2g})" if dt.get("paired") else ""
-        return f" {dt['acc']:+.3f} / {dt['acc_norm']:+.3f}{paired} |"
-
-    for k, v in result["bpb"].items():
-        lines.append(f"| bpb {k} | {v:.4f} |" + delta(d and d["bpb"].get(k), ".4f"))
-    for k, r in result["tasks"].items():
-        se, sen = r.get("acc_stderr"), r.get("acc_norm_stderr")
-        value = (f"{r['acc']:.3f} ± {se:.3f} / {r['acc_norm']:.3f} ± {sen:.3f}" if se is not None
-                 else f"{r['acc']:.3f} / {r['acc_norm']:.3f}")
-        lines.append(f"| {k} acc / acc_norm (n={r['n']}) | {value} |" + task_delta(k))
-    for k, v in result.get("task_average", {}).items():
-        lines.append(f"| task average {k} | {v:.3f} |" + delta(d and d["task_average"].get(k), ".3f"))
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        from ..cli_help import key_table
-
-        print(__doc__)
-        print("Keys (key=default  doc):")
-        print(key_table(EvalRun))
-        return {}
-    ev = parse(argv)
-    result = evaluate(ev)
-    if ev.run and ev.baseline:
-        from .baseline import backbone_row, baseline_file, deltas
-
-        _, _, run_cfg = load_model_config(ev)
-        base = backbone_row(ev, run_cfg)
-        result["baseline"] = {"file": str(baseline_file(ev, run_cfg)), "bpb": base["bpb"], "tasks": base["tasks"],
-                              "task_average": base.get("task_average", {})}
-        result["delta"] = deltas(result, base)
-    out = Path(ev.out) if ev.out else (Path(ev.run) / "eval.json" if ev.run else Path("eval.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, result, default=str)
-    print(table(result))
-    print(f"[nr-lightning] wrote {out}", file=sys.stderr)
-    return result
-
-
-if __name__ == "__main__":
-    from ..errors import run_cli
-
-    run_cli(main)
+    runpy.run_module("nr_lightning.evaluation.cli", run_name="__main__", alter_sys=True)

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..registry import METHODS, method_class
+
 COLUMNS = ["run", "method", "lang", "p", "budget", "lr", "steps", "bpb_en", "bpb_target", "bpb_sum",
            "tasks_en", "tasks_target", "Δbpb_en", "Δbpb_target", "Δtasks_en", "Δtasks_target"]
 
@@ -83,7 +85,7 @@ def collect(run_dir: Path) -> dict | None:
                    tuple(sorted(e.get("tasks") or {})),
                    *(str(ev.get(k)) for k in ("limit", "max_docs", "max_length", "shots", "normalization", "seed")))
     row["_own_delta"] = bool(e.get("delta"))
-    if method == "finetune":
+    if method in METHODS and method_class(method).trains_backbone:
         row["budget"] = None
     return row
 
@@ -131,8 +133,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-MARKERS = {"backbone": ("*", "black"), "finetune": ("s", "tab:red"), "lora": ("^", "tab:orange"),
-           "adapters": ("D", "tab:blue"), "sigmoid": ("v", "tab:purple"), "neutral": ("o", "tab:green")}
+MARKERS = {"backbone": ("*", "black"), **{m: method_class(m).plot_style for m in METHODS}}
 
 
 def lr_curves(rows: list[dict]) -> list[list[dict]]:

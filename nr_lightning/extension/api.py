@@ -20,16 +20,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..io import file_sha256, write_json_atomic
-from ..registry import ADAPTER_METHODS, METHODS
-from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter, adapter_hook
-from .arch import FFN_PROJECTIONS, _base_model, _linear, embedding_parameters, find_ffns
+from ..registry import ADAPTER_METHODS, DEFAULT_METHOD, METHODS, method_class
+from .adapter import GATE_INITS, GATES, INITS, PLACEMENTS, ResidualAdapter
+from .arch import _base_model, _linear, embedding_parameters, find_ffns
 
-# Per-method defaults (docs/method.md): vanilla adapters are ungated with He init; the gated methods use low-variance init.
-METHOD_DEFAULTS = {
-    "adapters": {"gate": "none", "init": "he"},
-    "sigmoid": {"gate": "sigmoid", "init": "low_variance"},
-    "neutral": {"gate": "elu", "init": "low_variance"},
-}
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE = "extension.json", "extension.safetensors"
 
@@ -97,7 +91,7 @@ def solve_rank(budget: float, n_nonemb: int, n_layers: int, d_model: int, d_ffn:
     return max(1, round(budget * n_nonemb / (n_layers * 3 * (d_model + d_ffn))))
 
 
-def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, gate: str | None = None,
+def extend(backbone: nn.Module, method: str = DEFAULT_METHOD, budget: float = 0.2, gate: str | None = None,
            init: str | None = None, init_divisor: float | None = None, placement: str = "parallel",
            lora_alpha_ratio: float = 2.0, width: int | None = None, rank: int | None = None,
            gate_init: str = "he") -> nn.Module:
@@ -109,15 +103,16 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
     """
     _choose("method", method, METHODS)
     _choose("placement", placement, PLACEMENTS)
-    if method in ADAPTER_METHODS:
-        gate = METHOD_DEFAULTS[method]["gate"] if gate is None else gate
-        init = METHOD_DEFAULTS[method]["init"] if init is None else init
+    kind = method_class(method)
+    if kind.adapter:
+        gate = kind.default_gate if gate is None else gate
+        init = kind.default_init if init is None else init
         _choose("gate", gate, GATES)
         _choose("init", init, INITS)
         _choose("gate_init", gate_init, GATE_INITS)
     elif gate is not None or init is not None:
         raise ValueError(f"gate/init apply to the adapter methods {ADAPTER_METHODS}, not to {method!r}")
-    if method != "finetune" and width is None and rank is None and not (budget and 0 < budget <= 10):
+    if not kind.trains_backbone and width is None and rank is None and not (budget and 0 < budget <= 10):
         raise ValueError(f"budget must be a positive fraction of the backbone's non-embedding parameters, got {budget}")
     if getattr(backbone, "nrl_config", None) is not None:
         raise ValueError("this model is already extended; extend a fresh backbone (see nr_lightning.sequence for stacking)")
@@ -130,30 +125,7 @@ def extend(backbone: nn.Module, method: str = "neutral", budget: float = 0.2, ga
                           backbone={"class": type(backbone).__name__, "layers": n_layers, "d_model": d, "d_ffn": f,
                                     "non_embedding_params": n_nonemb})
 
-    if method == "finetune":
-        cfg.budget = None
-        for p in backbone.parameters():
-            p.requires_grad_(True)
-        model = backbone
-    elif method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        cfg.rank = rank or solve_rank(budget, n_nonemb, n_layers, d, f)
-        lcfg = LoraConfig(r=cfg.rank, lora_alpha=lora_alpha_ratio * cfg.rank, lora_dropout=0.0, bias="none",
-                          target_modules=list(FFN_PROJECTIONS), init_lora_weights=True)
-        model = get_peft_model(backbone, lcfg)  # freezes the base model, B = 0
-    else:
-        cfg.width = width or solve_width(budget, n_nonemb, n_layers, d, gated=gate != "none")
-        cfg.init_divisor = float(n_layers) if init_divisor is None else float(init_divisor)
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        ref = next(backbone.parameters())
-        for info in ffns:
-            adapter = ResidualAdapter(d, cfg.width, info.activation, gate, init, cfg.init_divisor, placement,
-                                      gate_init=gate_init)
-            info.module.nrl_adapter = adapter.to(device=ref.device, dtype=ref.dtype)
-            info.module.nrl_hook = info.module.register_forward_hook(adapter_hook)
-        model = backbone
+    model = kind.apply(backbone, cfg, ffns, width=width, rank=rank, init_divisor=init_divisor)
     model.nrl_config = cfg
     return model
 
@@ -176,14 +148,7 @@ def adapters(model: nn.Module) -> list[ResidualAdapter]:
 
 def extension_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Name -> tensor of the weights that make up the extension (what save_extension writes)."""
-    cfg = extension_config(model)
-    if cfg.method == "finetune":
-        return {n: p for n, p in _base_model(model).state_dict().items()}
-    if cfg.method == "lora":
-        from peft import get_peft_model_state_dict
-
-        return get_peft_model_state_dict(model)
-    return {n: p for n, p in _base_model(model).state_dict().items() if ".nrl_adapter." in n}
+    return method_class(extension_config(model).method).weights(model)
 
 
 def parameter_report(model: nn.Module) -> dict:
@@ -192,12 +157,8 @@ def parameter_report(model: nn.Module) -> dict:
     n_nonemb = backbone_non_embedding(model)
     trainable = _count(p for p in model.parameters() if p.requires_grad)
     base = _base_model(model)
-    if cfg.method == "finetune":
-        extension = 0
-    elif cfg.method == "lora":
-        extension = _count(p for n, p in model.named_parameters() if "lora_" in n)
-    else:
-        extension = _count(p for n, p in base.named_parameters() if ".nrl_adapter." in n)
+    kind = method_class(cfg.method)
+    extension = kind.extension_count(model)
     total_backbone = _count({id(p): p for n, p in base.named_parameters() if not is_extension_name(n)}.values())
     return {
         "method": cfg.method,
@@ -206,7 +167,7 @@ def parameter_report(model: nn.Module) -> dict:
         "denominator": "backbone non-embedding parameters (all weights except input embeddings and output head)",
         "extension": extension,
         "trainable": trainable,
-        "budget": extension / n_nonemb if cfg.method != "finetune" else trainable / n_nonemb,
+        "budget": kind.budget_numerator(extension, trainable) / n_nonemb,
         "budget_requested": cfg.budget,
         "width": cfg.width,
         "rank": cfg.rank,
@@ -267,9 +228,7 @@ def save_extension(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {n: t.detach().contiguous().cpu() for n, t in extension_parameters(model).items()}
-    if cfg.method == "finetune":  # tied weights: keep one copy of each storage
-        seen: dict[int, str] = {}
-        tensors = {n: t for n, t in tensors.items() if seen.setdefault(t.untyped_storage().data_ptr(), n) == n}
+    tensors = method_class(cfg.method).dedupe(tensors)
     tmp = path / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "nr-lightning", "version": str(FORMAT_VERSION)})
     tmp.replace(path / WEIGHTS_FILE)
@@ -327,34 +286,12 @@ def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:
     if mismatch:
         raise ValueError(f"extension at {path} was built for a different backbone: (saved, given) = {mismatch}")
     model = extend(backbone, method=cfg.method, budget=cfg.budget or 0.2,
-                   gate=cfg.gate if cfg.method in ADAPTER_METHODS else None,
-                   init=cfg.init if cfg.method in ADAPTER_METHODS else None, init_divisor=cfg.init_divisor,
+                   gate=cfg.gate if method_class(cfg.method).adapter else None,
+                   init=cfg.init if method_class(cfg.method).adapter else None, init_divisor=cfg.init_divisor,
                    placement=cfg.placement, lora_alpha_ratio=cfg.lora_alpha_ratio, width=cfg.width, rank=cfg.rank,
                    gate_init=cfg.gate_init)
     problem = weights_problem(path)
     if problem:
         raise ValueError(problem)
-    tensors = load_weights(weights_file)
-    if cfg.method == "lora":
-        from peft import set_peft_model_state_dict
-
-        result = set_peft_model_state_dict(model, tensors)
-        unexpected = getattr(result, "unexpected_keys", [])
-        if unexpected:
-            raise ValueError(f"{weights_file} holds keys the LoRA model lacks: {unexpected[:5]}")
-    else:
-        base = _base_model(model)
-        missing, unexpected = base.load_state_dict(tensors, strict=False)
-        if unexpected:
-            raise ValueError(f"{weights_file} holds keys the model lacks: {unexpected[:5]}")
-        if cfg.method != "finetune":
-            missing_ext = [k for k in missing if ".nrl_adapter." in k]
-            if missing_ext:
-                raise ValueError(f"{weights_file} lacks adapter weights: {missing_ext[:5]}")
-        elif missing:  # finetune: only tied copies (e.g. lm_head tied to the embeddings) may be absent
-            state = base.state_dict()
-            loaded = {state[k].data_ptr() for k in tensors}
-            untied = [k for k in missing if state[k].data_ptr() not in loaded]
-            if untied:
-                raise ValueError(f"{weights_file} lacks backbone weights: {untied[:5]}")
+    method_class(cfg.method).load_weights(model, load_weights(weights_file), weights_file)
     return model

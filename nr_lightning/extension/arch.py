@@ -66,7 +66,7 @@ def find_ffns(model: nn.Module) -> list[FFNInfo]:
         if mlp is None or cls not in SUPPORTED_FFNS:
             raise ValueError(f"unsupported FFN class {cls} in {type(base).__name__} layer {i}; supported: "
                              f"{', '.join(SUPPORTED_FFNS)}. Add the class to SUPPORTED_FFNS in "
-                             f"nr_lightning/extension/arch.py if its FFN has gate_proj/up_proj/down_proj.")
+                             f"nr_lightning/registry.py if its FFN has gate_proj/up_proj/down_proj.")
         if not all(isinstance(_linear(getattr(mlp, p, None)), nn.Linear) for p in FFN_PROJECTIONS):
             raise ValueError(f"{cls} in layer {i} lacks nn.Linear {FFN_PROJECTIONS}; cannot extend it")
         gate = _linear(mlp.gate_proj)

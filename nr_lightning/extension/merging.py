@@ -37,8 +37,8 @@ import torch
 from peft.utils import merge_utils
 from torch import nn
 
-from ..registry import MERGE_METHODS
-from .api import ADAPTER_METHODS, CONFIG_FILE, WEIGHTS_FILE, load_weights, weights_problem
+from ..registry import MERGE_METHODS, method_class
+from .api import CONFIG_FILE, WEIGHTS_FILE, load_weights, weights_problem
 from .arch import _base_model
 
 ADAPTER_MERGES = ("linear", "dare")
@@ -108,15 +108,12 @@ def merge_stages(backbone: nn.Module, paths: list[str | Path], method: str = "li
     if len(kinds) != 1:
         raise ValueError(f"cannot merge extensions of different methods {sorted(kinds)}")
     kind = kinds.pop()
-    if kind in ADAPTER_METHODS:
+    if method_class(kind).adapter:
         return merge_adapter_stages(backbone, paths, method, weights, density, seed)
     base = _base_model(backbone)
     state = base.state_dict()
-    if kind == "lora":
-        vectors = [lora_deltas(t, float(m.get("lora_alpha_ratio", 2.0))) for m, t in metas]
-    elif kind == "finetune":
-        vectors = [{n: t.float() - state[n].float() for n, t in tens.items() if n in state} for _, tens in metas]
-    else:
+    vectors = [method_class(kind).task_vector(t, m, state) for m, t in metas]
+    if any(v is None for v in vectors):
         raise ValueError(f"cannot merge method {kind!r}")
     params = dict(base.named_parameters())
     for name in vectors[0]:

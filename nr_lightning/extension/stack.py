@@ -26,12 +26,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..io import file_sha256, write_json_atomic
+from ..registry import method_class
 from .adapter import ResidualAdapter
 from .api import (
     ADAPTER_METHODS,
     CONFIG_FILE,
     FORMAT_VERSION,
-    METHOD_DEFAULTS,
     WEIGHTS_FILE,
     ExtensionConfig,
     backbone_non_embedding,
@@ -93,10 +93,10 @@ def add_stage(model: nn.Module, budget: float | None = None, gate: str | None = 
                          "LoRA stages are merged into the backbone instead (see nr_lightning.sequence)")
     if getattr(model, "nrl_has_router", False):
         raise ValueError("this model has a stage router; add stages before add_router()")
-    defaults = METHOD_DEFAULTS[method]
+    kind = method_class(method)
     same = method == cfg.method
-    gate = gate if gate is not None else (cfg.gate if same else defaults["gate"])
-    init = init if init is not None else (cfg.init if same else defaults["init"])
+    gate = gate if gate is not None else (cfg.gate if same else kind.default_gate)
+    init = init if init is not None else (cfg.init if same else kind.default_init)
     placement = placement or cfg.placement
     gate_init = gate_init or getattr(cfg, "gate_init", "he")
     ffns = find_ffns(model)

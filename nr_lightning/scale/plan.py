@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig, to_dict
-from ..registry import METHODS
+from ..registry import METHODS, method_class
 
 GIB = 2**30
 METHOD_ORDER = METHODS
@@ -289,11 +289,17 @@ def memory_estimate(report: dict, shape: dict, cfg: RunConfig, strategy: str, n_
 STRATEGY_ROWS = (("ddp", "DDP"), ("fsdp_grad_op", "FSDP SHARD_GRAD_OP / ZeRO-2"), ("fsdp", "FSDP FULL_SHARD"))
 
 
-def memory_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora", "neutral")) -> dict:
+def memory_rows() -> tuple[str, ...]:
+    """One method per distinct memory footprint (the adapter methods share one row)."""
+    return tuple(dict.fromkeys(method_class(m).memory_row or m for m in METHODS))
+
+
+def memory_table(cfg: RunConfig, methods: tuple[str, ...] | None = None) -> dict:
     """Parameter counts and per-GPU memory of each method under each strategy, with and without
     activation checkpointing, for the run's backbone, micro-batch and world size."""
     from ..extension import parameter_report
 
+    methods = memory_rows() if methods is None else methods
     n = world_size(cfg)
     rows: dict[str, dict] = {}
     shape: dict[str, int] = {}
@@ -307,7 +313,7 @@ def memory_table(cfg: RunConfig, methods: tuple[str, ...] = ("finetune", "lora",
             for ac in (False, True):
                 mem[f"{key}{'+ac' if ac else ''}"] = memory_estimate(report, shape, cfg, key, n, ac, layer_params)
         wb = 2 if cfg.backbone.dtype in ("bfloat16", "float16") else 4
-        ckpt = (report["trainable"] * 3 * wb) if method == "finetune" else report["extension"] * 3 * wb
+        ckpt = (report["trainable"] if method_class(method).trains_backbone else report["extension"]) * 3 * wb
         rows[method] = {"report": {k: report[k] for k in ("backbone_total", "backbone_non_embedding", "extension",
                                                            "trainable", "budget", "width", "rank")},
                         "memory_gib": mem, "checkpoint_gib": ckpt / GIB}
@@ -341,8 +347,7 @@ def format_memory_plan(cfg: RunConfig, table: dict) -> str:
             m = row["memory_gib"][key]
             states = m["weights"] + m["gradients"] + m["optimizer"]
             cells.append(f"{states:>9.1f} | {m['total']:>8.1f}")
-        mark = "*" if method == cfg.method.name or (method == "neutral" and cfg.method.name in
-                                                      ("adapters", "sigmoid")) else " "
+        mark = "*" if method in (cfg.method.name, method_class(cfg.method.name).memory_row) else " "
         lines.append(f"{method + mark:<10}{row['report']['trainable']:>15,}{row['checkpoint_gib']:>10.2f}"
                      + "".join(f"{c:>22}" for c in cells))
     lines.append("(* = this run's method; adapters/sigmoid ≈ neutral; ckpt = weights + AdamW states that a "
@@ -353,7 +358,7 @@ def format_memory_plan(cfg: RunConfig, table: dict) -> str:
 def dry_run(cfg: RunConfig) -> dict:
     """Build the model on the meta device and print the run's memory plan (layout + memory table); train nothing."""
     solve_accumulation(cfg)
-    methods = tuple(dict.fromkeys(("finetune", "lora", "neutral", cfg.method.name)))
+    methods = tuple(dict.fromkeys((*memory_rows(), cfg.method.name)))
     table = memory_table(cfg, methods)
     text = format_memory_plan(cfg, table)
     print(text, file=sys.stdout, flush=True)

@@ -209,7 +209,7 @@ def evaluate_run(run: Run, eval_args: list[str], in_process: bool, seen: set, ar
         log(f"evaluate {label}: python -m nr_lightning.evaluate {shlex.join(args)}")
         try:
             if in_process:
-                from ..evaluation.evaluate import main as eval_main
+                from ..evaluation.cli import main as eval_main
 
                 eval_main(args)
             else:

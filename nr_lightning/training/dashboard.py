@@ -12,7 +12,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-# Multiline charts take tag regexes; tags are written by nr_lightning.callbacks.
+# Multiline charts take tag regexes; tags are written by nr_lightning.training.callbacks.
 LAYOUT = {
     # forgetting and learning on charts of their own (English ~1 bpb and a new language ~1.7 would flatten each
     # other's 0.01 changes on a shared axis), and every set's change against step 0 on one small scale

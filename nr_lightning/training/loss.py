@@ -9,7 +9,7 @@ unfused backward (the activation-gradient GEMM moves into the forward), peak mem
 twice the logits. The numbers equal HF's ``ForCausalLMLoss`` (shifted labels, mean over positions)
 to float rounding; ``tests/training/test_fused_loss.py`` checks loss and gradients.
 
-Used by :class:`nr_lightning.module.ExtensionModule` for the decoder families of
+Used by :class:`nr_lightning.training.module.ExtensionModule` for the decoder families of
 :func:`nr_lightning.evaluation.scoring.hidden_and_head` (``trainer.fused_loss``, default on); other
 models keep the HF loss.
 """

@@ -9,9 +9,7 @@ adapter/LoRA runs hold only those weights: the frozen backbone is rebuilt from i
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,11 +18,10 @@ from torch import nn
 from ..config import ConfigError, RunConfig
 from ..evaluation.scoring import hidden_and_head
 from ..extension import extension_parameters, local_losses, parameter_report
+from .guards import NonFiniteGuard, NonFiniteLossError, Throughput
 from .loss import causal_lm_loss
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised by the NaN/inf guard with the step and the batch's languages in the message."""
+__all__ = ["ExtensionModule", "NonFiniteLossError", "lr_lambda"]
 
 
 def lr_lambda(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -51,21 +48,17 @@ class ExtensionModule(L.LightningModule):
         self.languages = languages or []
         self.report = parameter_report(model)
         self.strict_loading = False  # adapter checkpoints hold only the extension's weights
-        self._t_last: float | None = None
-        self._skipped_batches = 0
-        self._flops_per_token, self._peak_flops = 0.0, None  # set in on_fit_start (MFU)
+        # NaN/inf guard and throughput log: callbacks (nr_lightning/training/guards.py), added by configure_callbacks
+        self.guard = NonFiniteGuard(cfg.trainer.nan_policy, fp16=cfg.trainer.precision.startswith("16"))
         self.last_loss: torch.Tensor | None = None  # unscaled loss of the last micro-batch (LossHistory reads it)
         self.run_identity: dict | None = None  # set by the training CLI; saved in every checkpoint
-        # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.loss)
+        # (decoder, head, softcap) when the LM loss can be fused with the head (nr_lightning.training.loss)
         # (not under FSDP/DeepSpeed: their root wrapper must run the forward that gathers the head's shards)
         sharded = cfg.trainer.strategy in ("fsdp", "deepspeed")
         self._fused = hidden_and_head(model) if cfg.trainer.fused_loss and not sharded else None
 
-    def on_fit_start(self) -> None:
-        from .throughput import peak_flops, train_flops_per_token
-
-        self._flops_per_token = train_flops_per_token(self.model, self.cfg.data.seq_len)
-        self._peak_flops = peak_flops(self.device, self.cfg.trainer.precision)
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [self.guard, Throughput(self.cfg.data.seq_len, self.cfg.trainer.precision)]
 
     def forward(self, input_ids: torch.Tensor, **kw):
         return self.model(input_ids=input_ids, **kw)
@@ -75,7 +68,7 @@ class ExtensionModule(L.LightningModule):
 
         Separate from :meth:`training_step` so that benchmarks and custom loops time exactly this loss.
         The LM term is HF's causal-LM loss (labels = inputs), fused with the head when possible
-        (:mod:`nr_lightning.loss`: same value, no logits kept).
+        (:mod:`nr_lightning.training.loss`: same value, no logits kept).
         """
         ids, domain = batch["input_ids"], batch["domain"]
         if self._fused is not None:
@@ -97,130 +90,32 @@ class ExtensionModule(L.LightningModule):
         target.compile()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        ids, domain = batch["input_ids"], batch["domain"]
         loss, lm, local, extra = self.compute_loss(batch)
         self.last_loss = None
-        bad = not bool(torch.isfinite(loss))
-        if self._world_size() > 1:  # every rank must take the same branch, or DDP hangs in the next collective
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            langs = sorted({self.languages[i] if i < len(self.languages) else str(i)
-                            for i in batch.get("lang", domain).tolist()})
-            msg = (f"non-finite loss {loss.item()} at step {self.global_step} (batch {batch_idx}, "
-                   f"{'this rank: ' if bool(torch.isfinite(loss)) else ''}languages {langs}, "
-                   f"{self._batch_source(batch, batch_idx)}, lm={lm.item():.4g} "
-                   f"sparsity={local['sparsity'].item():.4g} gate_bce={local['gate_bce'].item():.4g}).")
-            if self.cfg.trainer.nan_policy == "skip" and not self._weights_diverged():
-                self._skipped_batches += 1
-                self.log("train/skipped_batches", float(self._skipped_batches))
-                self.print(f"[nr-lightning] skipping batch: {msg}")
-                if self._world_size() == 1:
-                    return None
-                # Lightning refuses None under DDP; a zero loss tied to every trainable weight gives zero
-                # gradients on all ranks and keeps DDP's gradient all-reduce in step
-                params = [p for p in self.model.parameters() if p.requires_grad]
-                return torch.stack([p.sum() for p in params]).sum() * 0.0
-            saved = self._save_last_good("nonfinite")
-            if self.cfg.trainer.nan_policy == "skip":  # every later batch would be skipped too: stop instead
-                raise NonFiniteLossError(f"{msg} The trainable weights are non-finite (the run diverged): skipping "
-                                         f"batches cannot recover; start again with a lower method.lr. {saved}")
-            raise NonFiniteLossError(f"{msg} Resume with trainer.nan_policy=skip to skip such batches, or start "
-                                     f"again with a lower method.lr. {saved}")
+        skip, instead = self.guard.check_loss(self, batch, batch_idx, loss, lm, local)  # raises under nan_policy=stop
+        if skip:
+            return instead
         self.last_loss = loss.detach()
-        n_tokens = ids.numel()
-        now = time.perf_counter()
-        bs = ids.shape[0]
+        bs = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=False, batch_size=bs)
         self.log("train/lm_loss", lm, prog_bar=True, batch_size=bs)
         self.log("train/sparsity", local["sparsity"], batch_size=bs)
         self.log("train/gate_bce", local["gate_bce"], batch_size=bs)
         for name, value in extra.items():
             self.log(f"train/{name}", value, batch_size=bs)
-        self.log("train/english_fraction", (domain == 0).float().mean(), batch_size=bs)
-        if self._t_last is not None:
-            tok_s = n_tokens * self.trainer.world_size / max(now - self._t_last, 1e-9)
-            self.log("train/tokens_per_s", tok_s, prog_bar=True, batch_size=bs)
-            if self._peak_flops:  # nr_lightning.training.throughput: GPUs with a known peak only
-                from .throughput import mfu
-
-                self.log("train/mfu", mfu(tok_s / self.trainer.world_size, self._flops_per_token, self._peak_flops),
-                         batch_size=bs)
-        self._t_last = now
-        self.log("train/tokens_seen", float((self.global_step + 1) * n_tokens * self.trainer.world_size
-                                            * self.trainer.accumulate_grad_batches), batch_size=bs)
+        self.log("train/english_fraction", (batch["domain"] == 0).float().mean(), batch_size=bs)
         return loss
 
     def exclude_from_throughput(self, seconds: float) -> None:
         """Leave `seconds` spent outside training (held-out evaluation, gate statistics) out of tokens_per_s."""
-        if self._t_last is not None:
-            self._t_last += seconds
+        from .guards import Throughput
+
+        for cb in getattr(self._trainer, "callbacks", None) or []:
+            if isinstance(cb, Throughput):
+                cb.exclude(seconds)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.log("train/lr", optimizer.param_groups[0]["lr"])
-        # A finite loss can still give inf/NaN gradients (overflow in backward); one such update poisons every
-        # weight, so it is caught here, before clipping and the optimizer step, while the weights are still good.
-        if self.cfg.trainer.precision.startswith("16"):
-            return  # fp16: the GradScaler expects and skips inf gradients itself
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None and p.grad.numel()]
-        bad = bool(grads) and not bool(torch.isfinite(torch.stack([g.detach().float().abs().amax() for g in grads]))
-                                       .all())
-        if self._world_size() > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if not bad:
-            return
-        msg = f"non-finite gradients at step {self.global_step} (finite loss)."
-        if self.cfg.trainer.nan_policy == "skip":
-            for g in optimizer.param_groups:
-                for p in g["params"]:
-                    p.grad = None  # AdamW skips parameters without gradients
-            self._skipped_batches += 1
-            self.print(f"[nr-lightning] skipping update: {msg}")
-            return
-        saved = self._save_last_good("nonfinite-grad")
-        raise NonFiniteLossError(f"{msg} Resume with trainer.nan_policy=skip, or start again with a lower "
-                                 f"method.lr. {saved}")
-
-    # ------------------------------------------------------------------ NaN guard helpers
-    def _weights_diverged(self) -> bool:
-        """True when a trainable weight is already non-finite (on any rank)."""
-        bad = not all(bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.requires_grad)
-        if self._world_size() > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        return bad
-
-    def _world_size(self) -> int:
-        trainer = self._trainer
-        return int(trainer.world_size) if trainer is not None else 1
-
-    def _batch_source(self, batch: dict, batch_idx: int) -> str:
-        """Global stream positions and source files of this rank's micro-batch (to find the offending data)."""
-        try:
-            t = self.trainer
-            dm = t.datamodule
-            W, r, B = int(t.world_size), int(t.global_rank), int(batch["input_ids"].shape[0])
-            start = dm.sequences_consumed() + (batch_idx % int(t.accumulate_grad_batches)) * B * W
-            seqs = [start + j * W + r for j in range(B)]
-            files = sorted({dm.train_source(self.languages[i]) for i in batch["lang"].tolist()})
-            return f"rank {r}, global sequences {seqs}, sources {files}"
-        except Exception:  # noqa: BLE001 - diagnostics only
-            return "source unknown"
-
-    def _save_last_good(self, tag: str) -> str:
-        """Checkpoint the current (last good) state before the guard stops the run; returns a sentence for the
-        error. The optimizer has not applied the bad step, so weights, optimizer and data position are the
-        state at the start of the failing step: resuming it with nan_policy=skip or a lower lr is exact."""
-        t = self.trainer
-        weights_ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters() if p.requires_grad)
-        if self._world_size() > 1:
-            weights_ok = t.strategy.reduce_boolean_decision(weights_ok, all=True)
-        if not weights_ok:
-            return "The weights are already non-finite: no checkpoint written; resume from the run's checkpoints/."
-        cb = t.checkpoint_callback
-        folder = Path(cb.dirpath) if cb is not None and getattr(cb, "dirpath", None) else \
-            Path(t.default_root_dir) / "checkpoints"
-        path = folder / f"{tag}-step{self.global_step:06d}.ckpt"
-        t.save_checkpoint(path)
-        return f"Last good state saved to {path} (ckpt_path=last resumes from it)."
 
     def configure_optimizers(self):
         o, m = self.cfg.optim, self.cfg.method
@@ -236,10 +131,9 @@ class ExtensionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ adapter-only checkpoints
     def _extension_keys(self) -> set[str]:
-        if self.cfg.method.name == "finetune":
-            return set()
-        trainable = {id(p) for p in self.model.parameters() if p.requires_grad}
-        return {f"model.{n}" for n, p in self.model.named_parameters() if id(p) in trainable}
+        from ..registry import method_class
+
+        return method_class(self.cfg.method.name).checkpoint_keys(self)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keys = self._extension_keys()

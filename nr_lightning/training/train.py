@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..config import ConfigError, RunConfig, compose, to_dict, to_yaml
 from ..io import write_json_atomic
-from ..registry import ADAPTER_METHODS
+from ..registry import method_class
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -120,7 +120,7 @@ def banner(cfg: RunConfig, report: dict, dm_info: dict, run_dir: Path) -> str:
         ("method", f"{cfg.method.name}  gate={report['gate']} init={report['init']} width={report['width']} "
                    f"rank={report['rank']}"),
         ("trainable", f"{report['trainable']:,} = {report['budget']:.2%} of non-embedding "
-                      f"(requested {cfg.method.budget:.0%})" if cfg.method.name != "finetune" else
+                      f"(requested {cfg.method.budget:.0%})" if not method_class(cfg.method.name).trains_backbone else
          f"{report['trainable']:,} (all)"),
         ("losses", f"CE + {cfg.method.alpha}·sparsity + {cfg.method.beta}·gate_bce"),
         ("optimizer", f"AdamW lr={cfg.method.lr * cfg.optim.lr_multiplier:g} (method.lr {cfg.method.lr:g} × "
@@ -420,7 +420,7 @@ def _callbacks(cfg: RunConfig, run_dir: Path, dm, tokenizer, resuming: bool) -> 
     ]
     if os.environ.get("NRL_TEST_STEP_DELAY"):  # test hook: slow steps so a test can kill/signal mid-run
         callbacks.append(StepDelay(float(os.environ["NRL_TEST_STEP_DELAY"])))
-    if ev.gate_stats and cfg.method.name in ADAPTER_METHODS:
+    if ev.gate_stats and method_class(cfg.method.name).adapter:
         batches = {}
         for name, texts in heldout.items():
             enc = tokenizer(texts[:4], return_tensors="pt", truncation=True, max_length=128, padding="max_length")

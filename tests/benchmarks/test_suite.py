@@ -56,6 +56,8 @@ def test_quick_run_writes_results(suite, tmp_path):
     d = saved["data"]  # the data path: every reader reads what it yields; a resume reads one batch at any position
     assert all(v["read_over_trained"] == 1.0 for v in d["reads"].values()) and set(d["reads"]) == {"1", "8"}
     assert {v["tokens_read"] for k, v in d["resume"].items() if isinstance(v, dict)} == {4 * 256}
+    side = d["resume_real_corpora"]  # the shard path beside the previous path, at the same positions
+    assert set(side["shards"]) == set(side["previous"]) and all(v["first_batch_s"] > 0 for v in side["previous"].values())
     assert d["throughput_1b"]["h100_1b_40mfu_tok_s"] > 0 and d["prepare"]["s_per_gb"] > 0
     assert "| target | value | met |" in (tmp_path / "results.md").read_text()
 

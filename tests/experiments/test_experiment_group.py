@@ -45,3 +45,24 @@ def test_unknown_experiment_and_bad_defaults_are_one_clear_error(tmp_path, monke
     monkeypatch.setattr(config, "EXPERIMENTS", tmp_path / "experiments")
     with pytest.raises(ConfigError, match="defaults may pick method, lang, backbone, trainer, not 'optimizer'"):
         compose(["experiment=bad"])
+
+
+def test_make_train_runs_quickstart_with_english_in_every_step():
+    """The default `make train` (experiment=quickstart): every batch holds at least one English sequence, at
+    about the tokens per step of the CPU default, and the run's last line points to `make repro`."""
+    import re
+
+    from nr_lightning.data import mixing_decisions
+
+    make = (EXPERIMENTS.parent / "Makefile").read_text()
+    recipe = make.split("\ntrain:", 1)[1].split("\n\n", 1)[0]
+    assert "experiment=quickstart" in recipe and "make repro" in recipe.strip().splitlines()[-1]
+    cfg = compose(["experiment=quickstart", "method=neutral", "lang=fr"])
+    default = compose(["method=neutral", "lang=fr"])
+    assert cfg.data.mixing == "stratified" and cfg.data.p == default.data.p
+    assert abs(cfg.data.batch_size * cfg.data.seq_len / (default.data.batch_size * default.data.seq_len) - 1) < 0.05
+    assert cfg.trainer.max_steps == default.trainer.max_steps
+    langs = mixing_decisions(0, cfg.data.p, 1, 1, 0, 150 * cfg.data.batch_size, stratify=cfg.data.batch_size)
+    english_per_batch = (langs.reshape(150, cfg.data.batch_size) == 1).sum(axis=1)
+    assert english_per_batch.min() >= 1
+    assert re.search(r"train: data ## .*\n", make)

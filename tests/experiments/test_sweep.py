@@ -243,7 +243,7 @@ def test_only_matches_the_sweep_files_names_and_the_run_directories():
 def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
     """--evaluate/--archive act on each run before the next one trains (a session that ends mid-sweep keeps
     complete rows), with the scale's `evaluate` arguments; the backbone reference runs once; no weights."""
-    import nr_lightning.evaluation.evaluate as evaluate_mod
+    import nr_lightning.evaluation.cli as evaluate_cli
 
     root, events = tmp_path / "runs", []
     sweep = _write(tmp_path, TINY.replace(
@@ -268,7 +268,7 @@ def test_evaluate_and_archive_each_run_as_it_finishes(tmp_path, monkeypatch):
         out.write_text("{}")
 
     monkeypatch.setattr(runners, "train_one", fake_train)
-    monkeypatch.setattr(evaluate_mod, "main", fake_eval)
+    monkeypatch.setattr(evaluate_cli, "main", fake_eval)
     argv = [str(sweep), "scale=cpu", "--in-process", "--evaluate", "--archive", str(tmp_path / "arch"),
             f"runs_root={root}"]
     main(argv)
@@ -328,7 +328,7 @@ def test_backbone_reference_reused_for_identical_weights(tmp_path, monkeypatch):
     import shutil
 
     import nr_lightning.backbone as backbone_mod
-    import nr_lightning.evaluation.evaluate as evaluate_mod
+    import nr_lightning.evaluation.cli as evaluate_cli
 
     root, events, sha = tmp_path / "runs", [], {"v": "a" * 64}
     sweep = _write(tmp_path, TINY.replace(
@@ -350,7 +350,7 @@ def test_backbone_reference_reused_for_identical_weights(tmp_path, monkeypatch):
         out.write_text(json.dumps({"bpb": {"en": 1.0, "fr": 2.0}}))
 
     monkeypatch.setattr(runners, "train_one", fake_train)
-    monkeypatch.setattr(evaluate_mod, "main", fake_eval)
+    monkeypatch.setattr(evaluate_cli, "main", fake_eval)
     monkeypatch.setattr(backbone_mod, "weights_sha256", lambda name: sha["v"])
     arch = tmp_path / "arch"
     argv = [str(sweep), "scale=cpu", "--in-process", "--evaluate", "--archive", str(arch), f"runs_root={root}"]

@@ -179,7 +179,7 @@ def _run_cli(main, argv: list[str], capsys) -> tuple[int, list[str]]:
 def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
-    from nr_lightning.evaluation.evaluate import main as evaluate_main
+    from nr_lightning.evaluation.cli import main as evaluate_main
     from nr_lightning.evaluation.report import main as report_main
     from nr_lightning.export import export, load_exported
     from nr_lightning.export import main as export_main
@@ -242,7 +242,7 @@ def test_out_of_range_numbers_are_refused_before_anything_loads(arg):
 
 @pytest.mark.parametrize("arg", ["max_docs=-1", "limit=-3", "threads=-2", "batch_size=0"])
 def test_evaluate_numbers_are_checked(arg):
-    from nr_lightning.evaluation.evaluate import parse
+    from nr_lightning.evaluation.cli import parse
 
     with pytest.raises(ConfigError, match=rf"bad value {arg.split('=')[0]}={arg.split('=')[1]}: must be >="):
         parse(["backbone=tiny", arg])

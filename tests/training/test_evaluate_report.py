@@ -27,7 +27,7 @@ def two_runs(tmp_path_factory, fixtures_dir):
 
 
 def test_evaluate_run_writes_json(two_runs):
-    from nr_lightning.evaluation.evaluate import main
+    from nr_lightning.evaluation.cli import main
 
     result = main([f"run={two_runs / 'neutral-fr'}", "tasks=[arc_challenge_fr,mmlu_en]", "limit=2", "max_docs=3",
                    "max_length=128"])
@@ -45,7 +45,7 @@ def test_evaluate_run_writes_json(two_runs):
 
 
 def test_max_docs_zero_is_a_downstream_only_evaluation(two_runs):
-    from nr_lightning.evaluation.evaluate import main
+    from nr_lightning.evaluation.cli import main
 
     run = two_runs / "lora-fr"
     out = run / "eval_tasks.json"
@@ -56,7 +56,7 @@ def test_max_docs_zero_is_a_downstream_only_evaluation(two_runs):
 
 
 def test_evaluate_needs_run_or_backbone():
-    from nr_lightning.evaluation.evaluate import main
+    from nr_lightning.evaluation.cli import main
 
     with pytest.raises(ConfigError, match="run=runs"):
         main(["limit=3"])
@@ -115,7 +115,7 @@ def test_report_compares_sequence_runs(tmp_path):
 
 def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, fixtures_dir, monkeypatch, capsys):
     import nr_lightning.evaluation.evaluate as evaluate_mod
-    from nr_lightning.evaluation import baseline
+    from nr_lightning.evaluation import baseline, cli
     from nr_lightning.evaluation.multiple_choice import accuracy_stderr
     from nr_lightning.testing import fake_run
 
@@ -126,9 +126,9 @@ def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, f
     real = evaluate_mod.evaluate
     monkeypatch.setattr(evaluate_mod, "evaluate", lambda ev: calls.append(ev.run) or real(ev))
     args = [f"run={run}", "tasks=[arc_challenge_fr]", "limit=5", "max_docs=2", "max_length=64"]
-    first = evaluate_mod.main(args)
+    first = cli.main(args)
     assert calls == [str(run), None]  # the run, then the bare backbone
-    second = evaluate_mod.main(args)
+    second = cli.main(args)
     assert calls[2:] == [str(run)]  # the backbone row comes from the cache
     base = json.loads((tmp_path / "baselines" / "row.json").read_text())
     for lang in ("fr", "en"):
