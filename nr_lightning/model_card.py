@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .registry import method_class
+
 # a preset's model card names the weights it was made from (the presets are conversions, not hub checkpoints)
 PRESET_ORIGIN = {
     "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -114,7 +116,8 @@ def model_card(run: Path, cfg: dict, info: dict) -> str:
     metrics, ev = _load_json(run / "metrics.json"), _load_json(run / "eval.json")
     base_ev = _load_json(run / "base_eval.json")
     method, backbone = cfg["method"]["name"], cfg["backbone"]["name"]
-    budget = None if method == "finetune" else cfg["method"].get("budget")
+    kind = method_class(method)
+    budget = None if kind.trains_backbone else cfg["method"].get("budget")
     learn = list((cfg.get("data") or {}).get("learn") or [cfg.get("lang")])
     retain = list((cfg.get("data") or {}).get("retain") or ["en"])
     langs = list(dict.fromkeys([*retain, *learn]))
@@ -123,7 +126,7 @@ def model_card(run: Path, cfg: dict, info: dict) -> str:
                                                                not Path(backbone).exists() else None)
     lib = "peft" if info["format"] == "peft" else "transformers"
     tags = ["nr-lightning", method, f"budget-{budget}" if budget is not None else "full-finetune",
-            *(["neutral-residues"] if method == "neutral" else []), *(["custom_code"] if info.get("remote_code") else [])]
+            *kind.hub_tags, *(["custom_code"] if info.get("remote_code") else [])]
     front = {"library_name": lib, "pipeline_tag": "text-generation", "language": langs, "tags": tags,
              "nr_lightning": {"method": method, "budget": budget, "backbone": backbone, "format": info["format"]}}
     if base_model:

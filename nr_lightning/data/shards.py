@@ -81,7 +81,7 @@ def source_key(source: TextSource, root: Path | None = None) -> str:
     files = source.files()
     memo = _stat_memo(root, source, files) if root is not None else None
     if memo is not None and memo.exists():
-        return json.loads(memo.read_text())["content"]
+        return json.loads(memo.read_text(encoding="utf-8"))["content"]
     h = hashlib.sha256(json.dumps([source.text_field, [f.name.lower().rsplit(".", 1)[-1] for f in files]]).encode())
     for f in files:
         with open(f, "rb") as fh:
@@ -92,7 +92,7 @@ def source_key(source: TextSource, root: Path | None = None) -> str:
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"content": key, "spec": source.spec}))
+        tmp.write_text(json.dumps({"content": key, "spec": source.spec}), encoding="utf-8")
         os.replace(tmp, memo)
     return key
 
@@ -121,7 +121,7 @@ class TokenShards:
         if not man.exists():
             raise DataSourceError(f"token shards {self.path} have no manifest.json (preparation did not finish); "
                                   f"rebuild: {rebuild_command(spec or '<source>', self.path.parent)}")
-        self.manifest = json.loads(man.read_text())
+        self.manifest = json.loads(man.read_text(encoding="utf-8"))
         self.files = [f for f in self.manifest["files"] if f["tokens"] > 0]
         self.n_tokens = int(self.manifest["tokens"])
         self.n_docs = int(self.manifest["docs"])
@@ -195,7 +195,7 @@ def write_manifest(path: Path, spec: str, tokenizer_name: str) -> dict:
     files = []
     for ds in sorted(path.glob("*.ds")):
         tokens = ds.stat().st_size
-        meta = (path / (ds.name + ".metadata")).read_text().split("\n") if (path / (ds.name + ".metadata")).exists() \
+        meta = (path / (ds.name + ".metadata")).read_text(encoding="utf-8").split("\n") if (path / (ds.name + ".metadata")).exists() \
             else []
         size = int(meta[0].rsplit("|", 1)[1]) if meta else 2
         idx = path / (ds.name + ".index")
@@ -209,7 +209,7 @@ def write_manifest(path: Path, spec: str, tokenizer_name: str) -> dict:
     if man["docs"] == 0:
         raise DataSourceError(f"data source {spec!r} holds no documents (empty file(s) or only blank text)")
     tmp = path / "manifest.json.tmp"
-    tmp.write_text(json.dumps(man, indent=1))
+    tmp.write_text(json.dumps(man, indent=1), encoding="utf-8")
     os.replace(tmp, path / "manifest.json")
     return man
 

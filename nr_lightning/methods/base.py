@@ -29,6 +29,8 @@ class Method:
     memory_row: ClassVar[str] = ""
     # Marker and colour of the method in trade-off plots.
     plot_style: ClassVar[tuple[str, str]] = ("x", "gray")
+    # Extra Hugging Face hub tags of an export's model card (besides nr-lightning, the name and the budget).
+    hub_tags: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- applied
     @staticmethod

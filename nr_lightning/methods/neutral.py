@@ -13,3 +13,4 @@ class Neutral(Adapters):
     default_init = METHOD_DEFAULTS["neutral"]["init"]
     sparsity_loss = True
     plot_style = ("o", "tab:green")
+    hub_tags = ("neutral-residues",)

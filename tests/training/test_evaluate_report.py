@@ -121,7 +121,7 @@ def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, f
 
     overrides = dict(a.split("=", 1) for a in fixture_data_args(fixtures_dir))
     run = fake_run(tmp_path, "neutral", lang="fr", **overrides)
-    monkeypatch.setattr(baseline, "baseline_file", lambda ev, cfg: tmp_path / "baselines" / "row.json")
+    monkeypatch.setattr(baseline, "_file_for", lambda key: tmp_path / "baselines" / "row.json")
     calls = []
     real = evaluate_mod.evaluate
     monkeypatch.setattr(evaluate_mod, "evaluate", lambda ev: calls.append(ev.run) or real(ev))
