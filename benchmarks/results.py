@@ -112,6 +112,13 @@ def markdown(r: dict) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {k} | {v['first_batch_s']} | {v['first_batch_s_counting']} | {v['tokens_read']} |"
                       for k, v in d["resume"].items() if isinstance(v, dict)]
+            side = d.get("resume_real_corpora")
+            if side:
+                lines += ["", "Resume on the default corpora, token shards against the previous path (tokenise on the fly, "
+                          "skip by reading, epoch cache off):", "",
+                          "| resume at (tokens) | shards: first batch s | previous path: first batch s |", "|---|---|---|"]
+                lines += [f"| {int(k):,} | {v['first_batch_s']} | {side['previous'].get(k, {}).get('first_batch_s', '–')} |"
+                          for k, v in side["shards"].items()]
             lines += ["", "| ranks W (x 4 workers) | tokens read / trained | busiest rank's read x W / trained |",
                       "|---|---|---|"]
             lines += [f"| {w} | {v['read_over_trained']} | {v['max_rank_read_times_W_over_stream']} |"
