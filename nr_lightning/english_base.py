@@ -114,14 +114,20 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
         curves = next(c for c in callbacks if isinstance(c, ForgettingCurves))
         return [KeepBest(curves, best)]
 
+    how = []
     if resume:
-        args.append("ckpt_path=last")
+        how = ["ckpt_path=last"]
     elif run_dir.is_dir() and any(run_dir.iterdir()):
         # A build stopped before its first checkpoint left only logs: nothing to resume, so it starts again.
         print(f"[nr-lightning] {run_dir} has no checkpoint yet: the English base build starts again",
               file=sys.stderr)
-        args.append("overwrite=true")
-    result = train.main(args, extra_callbacks=extra)
+        how = ["overwrite=true"]
+    result = train.main(args + how, extra_callbacks=extra)
+    if result.get("preempted"):  # SIGTERM/SIGINT/SIGUSR1: checkpointed, not finished; never a base from it
+        print(f"[nr-lightning] English base build stopped by {result.get('signal') or 'a signal'} at step "
+              f"{result.get('global_step')}: checkpoint {result.get('checkpoint')} kept; run the same command "
+              f"again to resume", file=sys.stderr)
+        raise SystemExit(3)
     curves = result.get("curves") or json.loads((run_dir / "curves.json").read_text(encoding="utf-8"))
     keep = result.get("extra_callbacks", [None])[0]
     if not (best / "model.safetensors").is_file():

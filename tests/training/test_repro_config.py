@@ -125,4 +125,20 @@ def test_english_base_build_resumes_or_restarts(tmp_path, monkeypatch, left):
         english_base.build(tmp_path)
     args = seen[0]
     assert ("overwrite=true" in args) == (left == "logs")
+    assert args[:len(english_base.train_args(run))] == english_base.train_args(run)  # the recorded command
     assert ("ckpt_path=last" in args) == (left == "checkpoint")
+
+
+def test_english_base_build_stopped_by_a_signal_is_not_a_base(tmp_path, monkeypatch):
+    """A preempted build (SIGTERM from scancel, the time limit) exits 3 with its checkpoint: it never turns the
+    best evaluation so far into the English base."""
+    from nr_lightning import english_base
+    from nr_lightning.training import train
+
+    monkeypatch.setattr(english_base, "is_built", lambda: False)
+    monkeypatch.setattr(train, "main", lambda args, extra_callbacks=None: {
+        "preempted": True, "signal": "SIGTERM", "global_step": 30, "checkpoint": "ckpt"})
+    monkeypatch.setattr(english_base, "base_dir", lambda: tmp_path / "base")
+    with pytest.raises(SystemExit) as e:
+        english_base.build(tmp_path)
+    assert e.value.code == 3 and not (tmp_path / "base").exists()
