@@ -48,18 +48,18 @@ train: data ## train: make train METHOD=neutral LANG=fr ARGS="trainer.max_steps=
 	@echo "[nr-lightning] this run shows $(METHOD) at work (English in every step: its curves, gates and losses in TensorBoard); it cannot show forgetting, since the embedded Instruct backbone gets better at English from any plain-text training: for that, make repro METHOD=$(METHOD) LANG=$(TARGET_LANG) (docs/reproduction.md)"
 
 backbone-en: data ## build the English base backbone once (continued pretraining of SmolLM2-135M-Instruct, ~30-50 min)
-	$(PYBIN) -m nr_lightning.english_base $(ARGS)
+	$(PYBIN) -m nr_lightning base $(ARGS)
 
 repro: data ## one run of the reproduction protocol: make repro METHOD=neutral LANG=fr (~30-40 min on 2 cores)
-	$(PYBIN) -m nr_lightning.english_base   # builds the English base once, reuses it after (ARGS are the run's, not the build's)
+	$(PYBIN) -m nr_lightning base   # builds the English base once, reuses it after (ARGS are the run's, not the build's)
 	$(PYBIN) -m nr_lightning.train trainer=repro method=$(METHOD) lang=$(TARGET_LANG) name=repro-$(METHOD)-$(TARGET_LANG) $(ARGS)
 
 repro-sweep: data ## the whole reproduction sweep (all methods, ablations, seeds; resumable), each run evaluated and archived to docs/results/repro/runs as it finishes
-	$(PYBIN) -m nr_lightning.english_base
+	$(PYBIN) -m nr_lightning base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_french.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
 
 repro-lr: data ## the learning-rate frontier of the reproduction (experiments/paper/repro_lr.yaml; resumable), each run evaluated + archived, then the frontier report
-	$(PYBIN) -m nr_lightning.english_base
+	$(PYBIN) -m nr_lightning base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_lr.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
 	$(PYBIN) -m nr_lightning.reproduction docs/results/repro/runs/repro-*-cpu --base docs/results/repro/runs/repro-base-amx/eval.json \
 	  docs/results/repro/runs/repro-base-epyc/eval.json --base-meta docs/results/repro/english_base.json --out docs/results/repro

@@ -21,7 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sweep": ("nr_lightning.sweeps.sweep", "run a sweep file: experiments/paper/<table>.yaml scale=cpu"),
     "sequence": ("nr_lightning.continual.sequence", "add languages one after another: stages=[fr,de]"),
     "prep": ("data_prep", "CommonCrawl WARC/WET/JSONL -> training shards: input=... lang=fr output=DIR"),
-    "base": ("nr_lightning.english_base", "build the English base backbone once (make backbone-en)"),
+    "base": ("nr_lightning.training.english_base", "build the English base backbone once (make backbone-en)"),
     "reproduction": ("nr_lightning.reproduction", "the reproduction's table and figure from archived runs"),
 }
 

@@ -12,7 +12,7 @@ __all__ = ["ENGLISH_BASE", "EXPERIMENTS", "REPO", "base_dir", "cache_dir", "is_b
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
-ENGLISH_BASE = "smollm2-135m-en"  # the backbone preset built by `make backbone-en` (nr_lightning/english_base.py)
+ENGLISH_BASE = "smollm2-135m-en"  # the backbone preset built by `make backbone-en` (nr_lightning/training/english_base.py)
 
 
 def cache_dir() -> Path:

@@ -58,8 +58,8 @@ def test_repro_forgetting_set_resolves_inside_the_package(tmp_path, monkeypatch)
 def test_english_base_keeps_the_best_evaluation_and_stops_when_flat(tmp_path):
     from types import SimpleNamespace
 
-    from nr_lightning.english_base import KeepBest
     from nr_lightning.testing import toy_model
+    from nr_lightning.training.english_base import KeepBest
 
     curves = SimpleNamespace(history=[])
     model = toy_model()
@@ -103,8 +103,7 @@ def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
 def test_english_base_build_resumes_or_restarts(tmp_path, monkeypatch, left):
     """A build killed before its first checkpoint left only logs: it starts again (overwrite=true) instead of
     stopping on the run-dir guard; a build with a checkpoint resumes it."""
-    from nr_lightning import english_base
-    from nr_lightning.training import train
+    from nr_lightning.training import english_base, train
 
     seen: list[list[str]] = []
 
@@ -132,8 +131,7 @@ def test_english_base_build_resumes_or_restarts(tmp_path, monkeypatch, left):
 def test_english_base_build_stopped_by_a_signal_is_not_a_base(tmp_path, monkeypatch):
     """A preempted build (SIGTERM from scancel, the time limit) exits 3 with its checkpoint: it never turns the
     best evaluation so far into the English base."""
-    from nr_lightning import english_base
-    from nr_lightning.training import train
+    from nr_lightning.training import english_base, train
 
     monkeypatch.setattr(english_base, "is_built", lambda: False)
     monkeypatch.setattr(train, "main", lambda args, extra_callbacks=None: {

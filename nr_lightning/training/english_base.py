@@ -1,4 +1,4 @@
-"""The English base backbone, `backbone=smollm2-135m-en`: `make backbone-en` (= `python -m nr_lightning.english_base`).
+"""The English base backbone, `backbone=smollm2-135m-en`: `make backbone-en` (= `nrl base`).
 
 Why it exists: the embedded backbone is SmolLM2-135M-*Instruct*, quantised to Q4_1 and dequantised. It is not a
 base model, and any training on plain text repairs it: English bpb then falls whatever a method does, so
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import lightning as L
 
-from .evaluation.fixtures import TEXT
-from .paths import ENGLISH_BASE as NAME
-from .paths import REPO, base_dir, is_built
+from ..evaluation.fixtures import TEXT
+from ..paths import ENGLISH_BASE as NAME
+from ..paths import REPO, base_dir, is_built
 
 SOURCE = "smollm2-135m"
 PUBMED_DEV = TEXT / "pubmed_en_dev.jsonl"  # model selection only
@@ -96,9 +96,9 @@ class KeepBest(L.Callback):
 
 def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: bool = False) -> Path:
     """Build (or resume building) the English base; return its HF directory."""
-    from .backbone import load_tokenizer, weights_sha256
-    from .training import train
-    from .training.callbacks import ForgettingCurves
+    from ..backbone import load_tokenizer, weights_sha256
+    from . import train
+    from .callbacks import ForgettingCurves
 
     out = base_dir()
     if is_built() and not force:
