@@ -61,7 +61,7 @@ repro-sweep: data ## the whole reproduction sweep (all methods, ablations, seeds
 repro-lr: data ## the learning-rate frontier of the reproduction (experiments/paper/repro_lr.yaml; resumable), each run evaluated + archived, then the frontier report
 	$(PYBIN) -m nr_lightning base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_lr.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
-	$(PYBIN) -m nr_lightning.reproduction docs/results/repro/runs/repro-*-cpu --base docs/results/repro/runs/repro-base-amx/eval.json \
+	$(PYBIN) -m nr_lightning reproduction docs/results/repro/runs/repro-*-cpu --base docs/results/repro/runs/repro-base-amx/eval.json \
 	  docs/results/repro/runs/repro-base-epyc/eval.json --base-meta docs/results/repro/english_base.json --out docs/results/repro
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"

@@ -22,7 +22,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "sequence": ("nr_lightning.continual.sequence", "add languages one after another: stages=[fr,de]"),
     "prep": ("data_prep", "CommonCrawl WARC/WET/JSONL -> training shards: input=... lang=fr output=DIR"),
     "base": ("nr_lightning.training.english_base", "build the English base backbone once (make backbone-en)"),
-    "reproduction": ("nr_lightning.reproduction", "the reproduction's table and figure from archived runs"),
+    "reproduction": ("nr_lightning.evaluation.reproduction", "the reproduction's table and figure from archived runs"),
 }
 
 

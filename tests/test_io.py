@@ -95,7 +95,7 @@ def test_json_with_non_ascii_reads_back_under_an_ascii_locale(tmp_path: Path):
     run = tmp_path / "run"
     run.mkdir()
     write_json_atomic(run / "eval.json", {"label": "neutre, α = 0", "bpb": {"en": 1.0}})
-    code = ("import locale, sys; from pathlib import Path; from nr_lightning.reproduction import load_eval; "
+    code = ("import locale, sys; from pathlib import Path; from nr_lightning.evaluation.reproduction import load_eval; "
             "assert locale.getpreferredencoding(False) != 'UTF-8', locale.getpreferredencoding(False); "
             "print(ascii(load_eval(Path(sys.argv[1]))['label']))")
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}

@@ -1,4 +1,4 @@
-"""The learning-rate frontier (nr_lightning.frontier): envelope, matched forgetting, seed noise, the report."""
+"""The learning-rate frontier (nr_lightning.evaluation.frontier): envelope, matched forgetting, seed noise, the report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nr_lightning import frontier
+from nr_lightning.evaluation import frontier
 
 
 def _row(run: str, method: str, lr: float, curve: list[tuple[float, float]], seed: int = 0, **kw) -> dict:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nr_lightning.reproduction import collect, main
+from nr_lightning.evaluation.reproduction import collect, main
 
 
 def _run(root, name, method, en, fr, evaljson=None, **method_kw):

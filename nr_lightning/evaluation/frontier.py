@@ -8,7 +8,7 @@ straight lines (stopping a run between two evaluations, or mixing two checkpoint
 stands for); beyond its largest forgetting the envelope stays flat: a method that never forgot that much offers
 its best French at less forgetting. ``at_forgetting`` reads the envelope at a matched forgetting budget.
 
-Torch-free; :mod:`nr_lightning.reproduction` builds the rows (``collect``) and calls :func:`write`.
+The module imports no torch; :mod:`nr_lightning.evaluation.reproduction` builds the rows (``collect``) and calls :func:`write`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 import statistics
 from pathlib import Path
 
-from .registry import METHODS, method_class
+from ..registry import METHODS, method_class
 
 BUDGETS = (0.005, 0.01, 0.02)  # matched-forgetting budgets in PubMed bpb (docs/reproduction.md)
 

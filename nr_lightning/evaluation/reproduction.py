@@ -1,6 +1,6 @@
 """Tables and plots of the reproduction protocol (docs/reproduction.md) from its run directories.
 
-    python -m nr_lightning.reproduction runs/repro-* --base runs/repro-base/eval.json --out docs/results/repro
+    nrl reproduction runs/repro-* --base runs/repro-base/eval.json --out docs/results/repro
 
 Writes `table.md` (final held-out bpb on real PubMed and French, their deltas against the English base, the sum,
 ARC-Easy accuracy with its standard error), `curves.png` (English vs French bpb over steps, paper Figure 1
@@ -22,9 +22,9 @@ import json
 import math
 from pathlib import Path
 
+from ..io import write_json_atomic
+from ..registry import METHODS, method_class
 from . import frontier
-from .io import write_json_atomic
-from .registry import METHODS, method_class
 
 TASKS = ("arc_easy_en", "arc_easy_fr")
 
@@ -121,7 +121,7 @@ def _acc(r: dict | None) -> str:
 
 def _paired(task: dict, base: dict | None, name: str) -> str:
     """`` (p = …)``: McNemar's exact test against the base on the same items, when both kept them."""
-    from .evaluation.multiple_choice import paired_test
+    from .multiple_choice import paired_test
 
     test = paired_test(task, ((base or {}).get("tasks") or {}).get(name) or {})
     return "" if test is None else f" (p = {test['p']:.2g})"
@@ -186,7 +186,7 @@ def curves_plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluation.report import MARKERS
+    from .report import MARKERS
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for r in rows:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                        "tasks": b.get("tasks")} for b in bases],
                                             "runs": rows}, indent=1, default=str)
     if rows:
-        from .evaluation.report import MARKERS
+        from .report import MARKERS
 
         curves_plot(rows, a.out / "curves.png")
         if frontier.write(rows, a.out, MARKERS):
