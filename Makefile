@@ -91,7 +91,7 @@ eval: setup ## evaluate a run: make eval RUN=runs/<name> ARGS="tasks=[arc_challe
 	$(PYBIN) -m nr_lightning.evaluate run=$(RUN) $(ARGS)
 
 export: setup ## export a run for other tools: make export RUN=runs/<name> ARGS="format=hf out=export/<name>" (peft|hf|extension)
-	$(PYBIN) -m nr_lightning.export run=$(RUN) $(if $(findstring out=,$(ARGS)),,out=export/$(notdir $(RUN))) $(ARGS)
+	$(PYBIN) -m nr_lightning export run=$(RUN) $(if $(findstring out=,$(ARGS)),,out=export/$(notdir $(RUN))) $(ARGS)
 
 report: setup ## table + trade-off plot of every run in runs/
 	$(PYBIN) -m nr_lightning.report runs/*

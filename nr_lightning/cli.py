@@ -16,7 +16,7 @@ __all__ = ["VERBS", "main"]
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("nr_lightning.training.train", "train one run: method=neutral lang=fr trainer.max_steps=50"),
     "evaluate": ("nr_lightning.evaluation.cli", "evaluate a run or a backbone: run=runs/<name> tasks=[...]"),
-    "export": ("nr_lightning.export", "export a run for other tools: run=runs/<name> out=DIR format=auto"),
+    "export": ("nr_lightning.extension.export", "export a run for other tools: run=runs/<name> out=DIR format=auto"),
     "report": ("nr_lightning.evaluation.report", "table + trade-off plot of runs: runs/*"),
     "sweep": ("nr_lightning.sweeps.sweep", "run a sweep file: experiments/paper/<table>.yaml scale=cpu"),
     "sequence": ("nr_lightning.continual.sequence", "add languages one after another: stages=[fr,de]"),

@@ -44,7 +44,7 @@ def test_unknown_verb_and_bad_argument_are_one_error_line():
 
 def test_the_shared_parser_names_the_valid_keys():
     from nr_lightning.errors import ConfigError
-    from nr_lightning.export import ExportArgs
+    from nr_lightning.extension.export import ExportArgs
 
     assert parse(ExportArgs, ["run=a", "out=b"], example="").out == "b"
     with pytest.raises(ConfigError, match="valid keys: run, out, format"):

@@ -88,4 +88,4 @@ def test_comments_and_docstrings_name_only_paths_and_modules_that_exist():
 
 def test_the_scan_catches_a_moved_module():
     assert not _module_exists("nr_lightning.merging") and _module_exists("nr_lightning.extension.merging")
-    assert _module_exists("nr_lightning.export.load_exported") and not _module_exists("nr_lightning.module")
+    assert _module_exists("nr_lightning.extension.export.load_exported") and not _module_exists("nr_lightning.module")

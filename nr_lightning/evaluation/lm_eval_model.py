@@ -10,7 +10,7 @@ line (every option of ``lm_eval`` works). From Python, importing this module is 
 ``lm_eval.simple_evaluate(model="nrl", model_args="run=runs/<name>", tasks=[...])``.
 
 ``nrl`` is lm-eval's ``HFLM`` around the run's extended model (:func:`make_hflm`), so scoring, batching
-and truncation are lm-eval's. Exported runs (``nr_lightning.export``) need none of this:
+and truncation are lm-eval's. Exported runs (``nr_lightning.extension.export``) need none of this:
 ``lm_eval --model hf --model_args pretrained=DIR`` (plus ``,trust_remote_code=True`` for gated methods and
 stacked stages; ``pretrained=DIR/base_model,peft=DIR`` for a LoRA export). The launcher scores a run in place.
 """

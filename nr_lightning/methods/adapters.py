@@ -79,6 +79,6 @@ class Adapters(Method):
 
     @staticmethod
     def to_hf(model: Any) -> Any:
-        from ..export import widen_ffns
+        from ..extension.export import widen_ffns
 
         return widen_ffns(model)

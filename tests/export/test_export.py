@@ -38,7 +38,7 @@ def _safetensors_only(out: Path) -> None:
 def test_adapters_export_is_a_plain_wider_hf_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from nr_lightning.export import export
+    from nr_lightning.extension.export import export
 
     run = make_run(tmp_path, "adapters")
     info = export(run, tmp_path / "hf")
@@ -67,7 +67,7 @@ def test_lora_export_loads_in_peft_and_merged(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from nr_lightning.backbone import load_backbone
-    from nr_lightning.export import export
+    from nr_lightning.extension.export import export
 
     run = make_run(tmp_path, "lora")
     ref = framework_logits(run)
@@ -88,7 +88,7 @@ def test_lora_export_loads_in_peft_and_merged(tmp_path):
 def test_finetune_export_is_an_hf_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from nr_lightning.export import export
+    from nr_lightning.extension.export import export
 
     run = make_run(tmp_path, "finetune")
     export(run, tmp_path / "hf")
@@ -101,7 +101,7 @@ def test_finetune_export_is_an_hf_model(tmp_path):
 def test_gated_export_formats(tmp_path):
     """auto: an HF directory with modeling_nrl.py (tests/export/test_stock_loading.py loads it with transformers
     alone); extension: our own format through load_exported; peft refuses a non-LoRA run."""
-    from nr_lightning.export import export, load_exported
+    from nr_lightning.extension.export import export, load_exported
 
     run = make_run(tmp_path, "neutral")
     with pytest.raises(ConfigError, match="format=peft holds LoRA"):
@@ -119,7 +119,7 @@ def test_gated_export_formats(tmp_path):
 
 
 def test_export_errors_name_the_problem(tmp_path):
-    from nr_lightning.export import main
+    from nr_lightning.extension.export import main
 
     run = make_run(tmp_path, "sigmoid")
     (tmp_path / "full").mkdir()
@@ -130,7 +130,7 @@ def test_export_errors_name_the_problem(tmp_path):
         with pytest.raises(ConfigError, match=match):
             main(args)
     # the CLI turns them into one `error:` line (one subprocess: interpreter start-up is the slow part)
-    p = subprocess.run([sys.executable, "-m", "nr_lightning.export", f"run={run}", f"out={tmp_path / 'o'}",
+    p = subprocess.run([sys.executable, "-m", "nr_lightning", "export", f"run={run}", f"out={tmp_path / 'o'}",
                         "format=peft"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "holds LoRA" in p.stderr, p.stderr[-2000:]
 
@@ -141,8 +141,8 @@ def test_model_card_front_matter_and_run_facts(tmp_path):
     from omegaconf import OmegaConf
 
     from nr_lightning.config import compose, to_dict
-    from nr_lightning.export import export
-    from nr_lightning.model_card import reproduce_command
+    from nr_lightning.extension.export import export
+    from nr_lightning.extension.model_card import reproduce_command
 
     run = make_run(tmp_path, "neutral", **{"method.budget": "0.1", "data.p": "0.25"})
     curves = [{"step": 0, "eval/bpb_fr": 1.7, "eval/bpb_en": 0.95}, {"step": 40, "eval/bpb_fr": 1.4, "eval/bpb_en": 0.97}]

@@ -63,7 +63,7 @@ LOADER = textwrap.dedent('''
 
 
 def framework(run: Path):
-    from nr_lightning.export import _load_run
+    from nr_lightning.extension.export import _load_run
 
     model, _, _ = _load_run(run)
     with torch.no_grad():
@@ -134,7 +134,7 @@ def test_real_backbone_exports_load_with_stock_tools(tmp_path, backbone):
 def load_moved_exports_in_a_fresh_process(tmp_path: Path, runs: dict[str, Path]) -> dict[str, str]:
     """Export every run, move the exports, load them in `python -I` without nr_lightning, compare with the
     framework's logits and greedy generations; returns name -> peft | remote | hf."""
-    from nr_lightning.export import export
+    from nr_lightning.extension.export import export
 
     ref = {name: framework(run) for name, run in runs.items()}
     written, kinds = tmp_path / "written", {}

@@ -181,8 +181,8 @@ def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
 
     from nr_lightning.evaluation.cli import main as evaluate_main
     from nr_lightning.evaluation.report import main as report_main
-    from nr_lightning.export import export, load_exported
-    from nr_lightning.export import main as export_main
+    from nr_lightning.extension.export import export, load_exported
+    from nr_lightning.extension.export import main as export_main
     from nr_lightning.io import CHECKSUMS_FILE, file_sha256
     from nr_lightning.testing import fake_run
 

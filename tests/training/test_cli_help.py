@@ -21,7 +21,7 @@ def test_train_help_lists_keys_with_docs(capsys):
 
 def test_print_config_prints_the_resolved_yaml_and_trains_nothing(capsys, tmp_path):
     from nr_lightning.evaluation.cli import parse
-    from nr_lightning.export import main as export_main
+    from nr_lightning.extension.export import main as export_main
     from nr_lightning.training.train import main
 
     result = main(["--print-config", "method=sigmoid", "backbone=tiny", f"run_dir={tmp_path / 'r'}"])

@@ -1,6 +1,6 @@
 """Export a trained run to the formats other tools load (safetensors only).
 
-    python -m nr_lightning.export run=runs/<name> out=DIR [format=auto|peft|hf|extension]
+    python -m nr_lightning export run=runs/<name> out=DIR [format=auto|peft|hf|extension]
 
 - ``peft`` (LoRA runs): a PEFT adapter directory with a clean copy of the backbone in ``DIR/base_model``;
   ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR/base_model), DIR)`` loads it from
@@ -16,7 +16,7 @@
   modelling file (``modeling_nrl.py``, torch + transformers only) named by ``auto_map``, loaded with
   ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)``.
 - ``extension``: our own format (the run's ``extension/`` plus the backbone it extends and the tokenizer),
-  loaded with ``model, tokenizer = nr_lightning.export.load_exported(DIR)``.
+  loaded with ``model, tokenizer = nr_lightning.extension.export.load_exported(DIR)``.
 
 ``format=auto`` picks peft for LoRA, hf otherwise. Every export writes a model card (README.md).
 """
@@ -33,9 +33,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from . import keyvalue
-from .errors import ConfigError, run_cli
-from .io import checksum_problem, write_checksums, write_json_atomic
+from .. import keyvalue
+from ..errors import ConfigError, run_cli
+from ..io import checksum_problem, write_checksums, write_json_atomic
 
 FORMATS = ("auto", "peft", "hf", "extension")
 BACKBONE_FILE = "backbone.json"  # extension format: which backbone the extension extends
@@ -63,15 +63,15 @@ def auto_format(method: str, gate: str | None = None, placement: str = "parallel
     """peft for LoRA, hf otherwise (plain, or with the modelling file for gated/serial/stacked adapters)."""
     from types import SimpleNamespace
 
-    from .registry import method_class
+    from ..registry import method_class
 
     return method_class(method).export_format(SimpleNamespace(method=method, gate=gate, placement=placement))
 
 
 def plain_hf_reason(model: nn.Module) -> str | None:
     """Why the extension cannot become a plain HF model without custom code (None when it can)."""
-    from .extension import extension_config
-    from .registry import method_class
+    from ..registry import method_class
+    from .api import extension_config
 
     if any(".nrl_stages." in n or ".nrl_router." in n for n, _ in model.named_parameters()):
         return "stacked extension stages (and their router) have no plain Hugging Face equivalent"
@@ -85,7 +85,7 @@ def widen_ffns(model: nn.Module) -> nn.Module:
 
     down([act(G x); act(W_gate x)] * [U x; W_in x]) = down(act(G x) * U x) + W_out(act(W_gate x) * W_in x).
     """
-    from .extension import find_ffns
+    from .arch import find_ffns
 
     why = plain_hf_reason(model)
     if why:
@@ -125,13 +125,13 @@ def _prepare_out(out: Path) -> None:
 
 def _load_run(run: Path):
     """(model, tokenizer, run config) of a finished run: one extension, or stacked stages (sequence.json)."""
-    from .evaluation.evaluate import EvalRun, load_model
+    from ..evaluation.evaluate import EvalRun, load_model
 
     if not (run / "extension" / "sequence.json").is_file():
         return load_model(EvalRun(run=str(run)))
-    from .backbone import load_backbone
-    from .config import from_dict
-    from .extension import load_stack
+    from ..backbone import load_backbone
+    from ..config import from_dict
+    from .stack import load_stack
 
     if not (run / "config.yaml").is_file():
         raise FileNotFoundError(f"{run}/config.yaml not found: run= must be a directory written by nr_lightning.train")
@@ -143,9 +143,9 @@ def _load_run(run: Path):
 
 def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     """Export `run` to `out`; returns {"format", "out", "method", "loader", ...}. Writes a model card (README.md)."""
-    from .extension import extension_config
+    from ..registry import method_class
+    from .api import extension_config
     from .model_card import write_model_card
-    from .registry import method_class
 
     run, out = Path(run), Path(out)
     if out.exists() and not out.is_dir():  # before the model loads
@@ -175,7 +175,7 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
 
 def _hub_id(name: str) -> str | None:
     """`name` when the backbone is a hub id (resolves anywhere with the hub or its cache), else None."""
-    from .backbone import PRESETS
+    from ..backbone import PRESETS
 
     return None if name in PRESETS or Path(name).expanduser().exists() else name
 
@@ -204,8 +204,8 @@ def export_peft(model: nn.Module, tok, backbone_name: str, out: Path) -> dict:
 
 def export_hf_plain(model: nn.Module, tok, out: Path) -> dict:
     """A stock HF directory: LoRA merged, finetune as is, vanilla parallel adapters folded into wider FFNs."""
-    from .extension import extension_config
-    from .registry import method_class
+    from ..registry import method_class
+    from .api import extension_config
 
     model = method_class(extension_config(model).method).to_hf(model)
     model.save_pretrained(str(out), safe_serialization=True)
@@ -220,7 +220,7 @@ def export_hf_remote(model: nn.Module, tok, out: Path) -> dict:
 
     The parameter names are the framework's own (``...mlp.nrl_adapter.w_gate.weight``, ``...mlp.nrl_stages.0...``,
     ``...mlp.nrl_router.proj...``), so the weights are the framework model's state dict as is."""
-    from .extension.stack import stage_configs
+    from .stack import stage_configs
 
     base_type = model.config.model_type
     stages = [{"method": c.method, "width": c.width, "gate": c.gate or "none", "placement": c.placement,
@@ -246,16 +246,17 @@ def _export_extension(run: Path, out: Path, run_cfg) -> dict:
     shutil.copytree(run / "extension", out, dirs_exist_ok=True)
     write_json_atomic(out / BACKBONE_FILE, {"name": run_cfg.backbone.name, "seed": run_cfg.seed,
                                             "dtype": run_cfg.backbone.dtype})
-    from .backbone import load_tokenizer
+    from ..backbone import load_tokenizer
 
     load_tokenizer(run_cfg.backbone.name).save_pretrained(str(out))
-    return {"loader": f"model, tokenizer = nr_lightning.export.load_exported({str(out)!r})"}
+    return {"loader": f"model, tokenizer = nr_lightning.extension.export.load_exported({str(out)!r})"}
 
 
 def load_exported(path: str | Path):
     """(model, tokenizer) from a ``format=extension`` export (the backbone is rebuilt from backbone.json)."""
-    from .backbone import load_backbone
-    from .extension import load_extension, load_stack
+    from ..backbone import load_backbone
+    from .api import load_extension
+    from .stack import load_stack
 
     path = Path(path)
     if not (path / BACKBONE_FILE).is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .registry import method_class
+from ..registry import method_class
 
 # a preset's model card names the weights it was made from (the presets are conversions, not hub checkpoints)
 PRESET_ORIGIN = {
@@ -49,7 +49,7 @@ def _value(v) -> str:
 def reproduce_command(cfg: dict) -> str:
     """`python -m nr_lightning.train ...` with the group choices and every key that differs from them,
     checked by composing it back (falls back to every key when the groups cannot rebuild the config)."""
-    from .config import compose, to_dict
+    from ..config import compose, to_dict
 
     groups = [f"method={cfg['method']['name']}", f"lang={cfg['lang']}"]
     want = {k: v for k, v in _leaves(cfg).items() if k.split(".")[0] not in _OMIT_KEYS and k != "experiment"}
@@ -158,7 +158,7 @@ def model_card(run: Path, cfg: dict, info: dict) -> str:
         lines.append("")
     lines += ["## Load", "", "```python", *_load_snippet(info), "```", "",
               "## Reproduce", "", "```bash", reproduce_command(cfg),
-              f"python -m nr_lightning.export run={run} out=DIR format={info['format']}", "```", ""]
+              f"python -m nr_lightning export run={run} out=DIR format={info['format']}", "```", ""]
     return "\n".join(lines)
 
 
@@ -170,7 +170,7 @@ def _load_snippet(info: dict) -> list[str]:
                     'tokenizer = AutoTokenizer.from_pretrained("DIR")']
         return ["from peft import AutoPeftModelForCausalLM", 'model = AutoPeftModelForCausalLM.from_pretrained("DIR")']
     if info["format"] == "extension":
-        return ["from nr_lightning.export import load_exported", 'model, tokenizer = load_exported("DIR")']
+        return ["from nr_lightning.extension.export import load_exported", 'model, tokenizer = load_exported("DIR")']
     remote = ", trust_remote_code=True" if info.get("remote_code") else ""
     return ["from transformers import AutoModelForCausalLM, AutoTokenizer",
             f'model = AutoModelForCausalLM.from_pretrained("DIR"{remote})',
@@ -179,7 +179,7 @@ def _load_snippet(info: dict) -> list[str]:
 
 def write_model_card(out: Path, run: Path, run_cfg, info: dict) -> Path:
     """Write out/README.md (replacing PEFT's blank template); returns its path."""
-    from .config import to_dict
+    from ..config import to_dict
 
     path = Path(out) / "README.md"
     path.write_text(model_card(Path(run), to_dict(run_cfg), info), encoding="utf-8")  # a fresh export dir
