@@ -9,7 +9,7 @@ __all__ = ["METHODS", "adapters", "extend", "gate_spectra", "load_extension", "l
 
 def __getattr__(name: str) -> Any:
     # Lazy (PEP 562): `python -m nr_lightning.train` imports this package first, and must install its
-    # preemption handler before torch is imported (nr_lightning/preemption.py).
+    # preemption handler before torch is imported (nr_lightning/training/preemption.py).
     if name in __all__:
         from . import extension
 

@@ -2,8 +2,8 @@
 
 if __name__ == "__main__":
     # First thing, before torch is imported: a requeue signal during the imports must not end the job
-    # (nr_lightning/preemption.py imports nothing heavy; docs/reliability.md).
-    from nr_lightning.preemption import install_preemption_handler
+    # (nr_lightning/training/preemption.py imports nothing heavy; docs/reliability.md).
+    from nr_lightning.training.preemption import install_preemption_handler
 
     install_preemption_handler()
     import runpy

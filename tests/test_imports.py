@@ -97,7 +97,8 @@ def test_the_cycle_finder_finds_cycles():
 
 
 @pytest.mark.parametrize("module", ["nr_lightning.config", "nr_lightning.paths", "nr_lightning.registry",
-                                    "nr_lightning.errors", "nr_lightning.data.config"])
+                                    "nr_lightning.errors", "nr_lightning.data.config",
+                                    "nr_lightning.training.preemption", "nr_lightning.cli"])
 def test_light_modules_do_not_import_torch(module):
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, f"{module} imports torch"

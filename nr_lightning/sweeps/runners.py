@@ -54,7 +54,7 @@ def train_one(args: list[str], in_process: bool) -> None:
         return
     import signal
 
-    from ..preemption import PREEMPTION_SIGNALS
+    from ..training.preemption import PREEMPTION_SIGNALS
 
     # The child runs in its own process group, and this process forwards each termination signal to it once:
     # a terminal's Ctrl+C or a `kill` of the sweep reaches the run exactly once (it checkpoints and exits 3)

@@ -38,7 +38,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..preemption import install_preemption_handler, preemption_requested, requested_signal
+from .preemption import install_preemption_handler, preemption_requested, requested_signal
 
 __all__ = ["AtomicCheckpointIO", "LossHistory", "Preempted", "PreemptionCheckpoint", "StepDelay",
            "checkpoint_candidates", "checkpoint_problem", "install_preemption_handler", "preemption_requested",
@@ -211,7 +211,7 @@ def resolve_checkpoint(run_dir: str | Path, spec: str | None, cleanup: bool = Tr
 
 # ----------------------------------------------------------------------------------------------- preemption
 
-# The SIGUSR1 flag itself lives in nr_lightning/preemption.py (no heavy imports: the CLI installs it first).
+# The SIGUSR1 flag itself lives in nr_lightning/training/preemption.py (no heavy imports: the CLI installs it first).
 
 
 def slurm_job_id() -> str | None:

@@ -11,7 +11,7 @@ keeps its name: archived runs and tools read it). ``trainer.dry_run=true`` print
 from __future__ import annotations
 
 if __name__ == "__main__":  # first thing: a requeue signal during the imports below must not end the job
-    from nr_lightning.preemption import install_preemption_handler as _install_early
+    from nr_lightning.training.preemption import install_preemption_handler as _install_early
 
     _install_early()
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None, *, build: Callable[[RunConfig], tuple] |
         cfg = compose([a for a in argv if a != "--print-config"])
         print(to_yaml(cfg), end="")
         return {"config": to_dict(cfg)}
-    from ..preemption import install_preemption_handler
+    from .preemption import install_preemption_handler
 
     previous_usr1 = install_preemption_handler()  # early: a SLURM --signal during model loading must not kill us
     try:
