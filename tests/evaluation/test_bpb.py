@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from helpers import toy_model
 
 from nr_lightning.evaluation import bits_per_byte, bits_per_byte_detail, rolling_windows
-from nr_lightning.testing import toy_model
 
 
 def _texts(fixtures_dir, name: str, n: int) -> list[str]:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from nr_lightning.testing import fake_run
+from helpers import fake_run
 
 REPO = Path(__file__).resolve().parents[2]
 

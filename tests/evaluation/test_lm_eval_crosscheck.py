@@ -16,10 +16,10 @@ import math
 
 import numpy as np
 import pytest
+from helpers import toy_model
 
 from nr_lightning.evaluation import bits_per_byte_detail, multiple_choice
 from nr_lightning.evaluation.tasks import UNCONDITIONAL_PROMPT
-from nr_lightning.testing import toy_model
 
 pytest.importorskip("lm_eval")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import toy_model
 
 from nr_lightning.evaluation import TASKS, load_jsonl, load_task, loglikelihoods, multiple_choice
 from nr_lightning.evaluation.tasks import build_context, parse_task_name
-from nr_lightning.testing import toy_model
 
 TOY_CONTEXT = "Question: Q?\nAnswer:"
 

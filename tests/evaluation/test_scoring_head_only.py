@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
+from helpers import toy_model
 
 import nr_lightning as nrl
 from nr_lightning.evaluation.scoring import hidden_and_head, score_requests
-from nr_lightning.testing import toy_model
 
 
 def _requests(seed: int = 0) -> list[tuple[list[int], int]]:

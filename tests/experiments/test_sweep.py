@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import fixture_data_args as data_args
 
 from nr_lightning.config import compose
 from nr_lightning.sweeps import runners, spec
 from nr_lightning.sweeps.sweep import main
-from nr_lightning.testing import fixture_data_args as data_args
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = sorted((REPO / "experiments" / "paper").glob("*.yaml"))

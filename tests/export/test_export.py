@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fake_run
 
 from nr_lightning.config import ConfigError
-from nr_lightning.testing import fake_run
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,13 +1,13 @@
-"""Behaviour of the extension core (docs/method.md), on toy random decoders (nr_lightning.testing)."""
+"""Behaviour of the extension core (docs/method.md), on toy random decoders (tests/helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from helpers import ARCHS, toy_model
 
 import nr_lightning as nrl
 from nr_lightning.extension import ADAPTER_METHODS, METHODS, adapters, find_ffns
-from nr_lightning.testing import ARCHS, toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 

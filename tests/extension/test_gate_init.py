@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from helpers import toy_model
 
 import nr_lightning as nrl
 from nr_lightning.extension import adapters
 from nr_lightning.extension.adapter import ResidualAdapter
-from nr_lightning.testing import toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 

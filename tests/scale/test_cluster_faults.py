@@ -177,6 +177,7 @@ def _run_cli(main, argv: list[str], capsys) -> tuple[int, list[str]]:
 
 
 def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
+    from helpers import fake_run
     from safetensors.torch import load_file, save_file
 
     from nr_lightning.evaluation.cli import main as evaluate_main
@@ -184,7 +185,6 @@ def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
     from nr_lightning.extension.export import export, load_exported
     from nr_lightning.extension.export import main as export_main
     from nr_lightning.io import CHECKSUMS_FILE, file_sha256
-    from nr_lightning.testing import fake_run
 
     run = fake_run(tmp_path)
     ext = run / "extension"

@@ -14,10 +14,10 @@ TEXTS = ["Le chat dort sur le canapé.", "The cat sleeps.", "Ein kurzer deutsche
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
+    from helpers import toy_model
 
     from nr_lightning.backbone import load_tokenizer
     from nr_lightning.evaluation import sharded_bits_per_byte
-    from nr_lightning.testing import toy_model
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
@@ -31,8 +31,9 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 
 
 def test_sharded_bpb_equals_single_process(tmp_path, smollm2_tokenizer):
+    from helpers import toy_model
+
     from nr_lightning.evaluation import bits_per_byte
-    from nr_lightning.testing import toy_model
 
     mp.spawn(_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path)), nprocs=2, join=True)
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

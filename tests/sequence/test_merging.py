@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import toy_model
 
 from nr_lightning import extend, save_extension
 from nr_lightning.extension.merging import merge_stages, merge_task_tensors
 from nr_lightning.extension.stack import stage_adapters
-from nr_lightning.testing import toy_model
 
 T1 = torch.tensor([1.0, -2.0, 3.0, -0.5])
 T2 = torch.tensor([-1.5, 1.0, 2.0, 0.2])

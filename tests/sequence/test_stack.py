@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import toy_model
 
 from nr_lightning import adapters, extend, local_losses, parameter_report, save_extension
 from nr_lightning.extension import (
@@ -16,7 +17,6 @@ from nr_lightning.extension import (
     scale_stages,
 )
 from nr_lightning.extension.api import backbone_non_embedding
-from nr_lightning.testing import toy_model
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
 

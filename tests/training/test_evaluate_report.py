@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import fixture_data_args
 
 from nr_lightning.config import ConfigError
-from nr_lightning.testing import fixture_data_args
 
 
 def _args(tmp_path: Path, fixtures: Path, name: str, method: str) -> list[str]:
@@ -114,10 +114,11 @@ def test_report_compares_sequence_runs(tmp_path):
 
 
 def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, fixtures_dir, monkeypatch, capsys):
+    from helpers import fake_run
+
     import nr_lightning.evaluation.evaluate as evaluate_mod
     from nr_lightning.evaluation import baseline, cli
     from nr_lightning.evaluation.multiple_choice import accuracy_stderr
-    from nr_lightning.testing import fake_run
 
     overrides = dict(a.split("=", 1) for a in fixture_data_args(fixtures_dir))
     run = fake_run(tmp_path, "neutral", lang="fr", **overrides)

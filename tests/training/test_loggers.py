@@ -6,9 +6,9 @@ import csv
 import json
 
 import pytest
+from helpers import fixture_data_args
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.testing import fixture_data_args
 
 
 def test_unknown_or_missing_logger_is_one_clear_error():

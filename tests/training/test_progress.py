@@ -10,7 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from nr_lightning.testing import fixture_data_args
+from helpers import fixture_data_args
+
 from nr_lightning.training.progress import (
     PlainProgress,
     StepProgressBar,

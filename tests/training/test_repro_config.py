@@ -58,7 +58,8 @@ def test_repro_forgetting_set_resolves_inside_the_package(tmp_path, monkeypatch)
 def test_english_base_keeps_the_best_evaluation_and_stops_when_flat(tmp_path):
     from types import SimpleNamespace
 
-    from nr_lightning.testing import toy_model
+    from helpers import toy_model
+
     from nr_lightning.training.english_base import KeepBest
 
     curves = SimpleNamespace(history=[])
@@ -82,7 +83,8 @@ def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
     evaluation but stays out of eval/bpb_sum (it is for decisions, not the comparison)."""
     import json
 
-    from nr_lightning.testing import fixture_data_args
+    from helpers import fixture_data_args
+
     from nr_lightning.train import main
 
     args = ["method=neutral", "lang=fr", "backbone=tiny", "trainer.max_steps=2", "eval.every_n_steps=2",

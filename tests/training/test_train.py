@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fixture_data_args as data_args
 
 from nr_lightning.config import ConfigError, compose
-from nr_lightning.testing import fixture_data_args as data_args
 from nr_lightning.training.module import lr_lambda
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,8 +135,9 @@ def test_every_method_trains(tmp_path, fixtures_dir, method):
 
 
 def test_optimizer_lr_is_method_lr_times_multiplier():
+    from helpers import toy_model
+
     from nr_lightning import extend
-    from nr_lightning.testing import toy_model
     from nr_lightning.training.module import ExtensionModule
 
     for args, expected in ((["method=lora"], 5e-4), (["method=neutral", "trainer=paper"], 2e-4),

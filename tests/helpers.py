@@ -1,13 +1,15 @@
-"""Test helpers. *Toy* models (``toy_config`` / ``toy_model``): random decoders of every supported architecture,
-vocabulary 256 by default, for unit tests of extension code (seconds, no downloads, no tokenizer). They are not
-the ``backbone=tiny`` preset (nr_lightning/backbone.py: a random 2-layer Llama with SmolLM2's real 49k-token
+"""Test helpers, imported as ``helpers`` (pyproject.toml puts tests/ on pytest's path, spawned workers included).
+
+*Toy* models (``toy_config`` / ``toy_model``): random decoders of every supported architecture, vocabulary 256 by
+default, for unit tests of extension code (seconds, no downloads, no tokenizer). They are not the
+``backbone=tiny`` preset (nr_lightning/backbone.py: a random 2-layer Llama with SmolLM2's real 49k-token
 tokenizer, for end-to-end CLI runs), which ``fake_run`` and the CLI tests use."""
 
 from __future__ import annotations
 
 import torch
 
-from .registry import DEFAULT_METHOD
+from nr_lightning.registry import DEFAULT_METHOD
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma", "gemma2")
 
@@ -61,9 +63,9 @@ def fake_run(root, method: str = DEFAULT_METHOD, backbone: str = "tiny", **overr
     in about a second."""
     from pathlib import Path
 
-    from .backbone import load_backbone
-    from .config import compose, to_yaml
-    from .extension import extend, save_extension
+    from nr_lightning.backbone import load_backbone
+    from nr_lightning.config import compose, to_yaml
+    from nr_lightning.extension import extend, save_extension
 
     group = ["backbone=tiny"] if backbone == "tiny" else [f"backbone.name={backbone}"]
     cfg = compose([f"method={method}", *group, *(f"{k}={v}" for k, v in overrides.items())])
