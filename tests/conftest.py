@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import toy_model, unexpected_skips
 
+from helpers import toy_model, unexpected_skips
 from nr_lightning.evaluation.fixtures import FIXTURES
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -223,7 +223,7 @@ def sequence_markdown(dirs: list[Path]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="nrl report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", help="run directories (e.g. runs/*)")
     ap.add_argument("--out", default=None, help="output folder (default: the runs' common parent)")
     args = ap.parse_args(argv)

@@ -239,7 +239,7 @@ def base_curve(meta: dict, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="nrl reproduction", description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--base", type=Path, nargs="+", default=[],
                     help="eval.json of the English base (python -m nr_lightning.evaluate backbone=smollm2-135m-en "

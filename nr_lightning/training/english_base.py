@@ -157,7 +157,7 @@ def build(runs_root: str | Path = "runs", max_steps: int = MAX_STEPS, force: boo
 def cli() -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="nrl base", description=__doc__.split("\n")[0])
     ap.add_argument("--runs-root", default="runs")
     ap.add_argument("--max-steps", type=int, default=MAX_STEPS)
     ap.add_argument("--force", action="store_true", help="rebuild even if the cache holds a finished base")

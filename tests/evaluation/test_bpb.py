@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning.evaluation import bits_per_byte, bits_per_byte_detail, rolling_windows
 
 

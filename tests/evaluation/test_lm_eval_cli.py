@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import fake_run
 
 REPO = Path(__file__).resolve().parents[2]

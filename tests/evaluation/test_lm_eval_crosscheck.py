@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 import pytest
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning.evaluation import bits_per_byte_detail, multiple_choice
 from nr_lightning.evaluation.tasks import UNCONDITIONAL_PROMPT
 

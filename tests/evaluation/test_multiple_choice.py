@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning.evaluation import TASKS, load_jsonl, load_task, loglikelihoods, multiple_choice
 from nr_lightning.evaluation.tasks import build_context, parse_task_name
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
-from helpers import toy_model
 
 import nr_lightning as nrl
+from helpers import toy_model
 from nr_lightning.evaluation.scoring import hidden_and_head, score_requests
 
 

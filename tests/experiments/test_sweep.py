@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import fixture_data_args as data_args
 
+from helpers import fixture_data_args as data_args
 from nr_lightning.config import compose
 from nr_lightning.sweeps import runners, spec
 from nr_lightning.sweeps.sweep import main

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fake_run
 
+from helpers import fake_run
 from nr_lightning.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fake_run, toy_model
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from helpers import fake_run, toy_model
 
 IDS = torch.tensor([[1, 5, 900, 42, 7, 3000, 11, 2]])
 NEW_TOKENS = 6

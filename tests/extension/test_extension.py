@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import ARCHS, toy_model
 
 import nr_lightning as nrl
+from helpers import ARCHS, toy_model
 from nr_lightning.extension import ADAPTER_METHODS, METHODS, adapters, find_ffns
 
 IDS = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from helpers import toy_model
 
 import nr_lightning as nrl
+from helpers import toy_model
 from nr_lightning.extension import adapters
 from nr_lightning.extension.adapter import ResidualAdapter
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import fixture_data_args as data_args
 
 REPO = Path(__file__).resolve().parents[2]

@@ -177,9 +177,9 @@ def _run_cli(main, argv: list[str], capsys) -> tuple[int, list[str]]:
 
 
 def test_damaged_or_non_finite_weights_are_one_error_line(tmp_path, capsys):
-    from helpers import fake_run
     from safetensors.torch import load_file, save_file
 
+    from helpers import fake_run
     from nr_lightning.evaluation.cli import main as evaluate_main
     from nr_lightning.evaluation.report import main as report_main
     from nr_lightning.extension.export import export, load_exported

@@ -14,8 +14,8 @@ TEXTS = ["Le chat dort sur le canapé.", "The cat sleeps.", "Ein kurzer deutsche
 
 def _worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
-    from helpers import toy_model
 
+    from helpers import toy_model
     from nr_lightning.backbone import load_tokenizer
     from nr_lightning.evaluation import sharded_bits_per_byte
 
@@ -32,7 +32,6 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 
 def test_sharded_bpb_equals_single_process(tmp_path, smollm2_tokenizer):
     from helpers import toy_model
-
     from nr_lightning.evaluation import bits_per_byte
 
     mp.spawn(_worker, args=(2, f"file://{tmp_path / 'store'}", str(tmp_path)), nprocs=2, join=True)

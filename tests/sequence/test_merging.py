@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning import extend, save_extension
 from nr_lightning.extension.merging import merge_stages, merge_task_tensors
 from nr_lightning.extension.stack import stage_adapters

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning import adapters, extend, local_losses, parameter_report, save_extension
 from nr_lightning.extension import (
     add_router,

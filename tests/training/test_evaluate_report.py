@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import fixture_data_args
 
+from helpers import fixture_data_args
 from nr_lightning.config import ConfigError
 
 
@@ -114,9 +114,8 @@ def test_report_compares_sequence_runs(tmp_path):
 
 
 def test_eval_reports_stderr_and_delta_against_a_cached_backbone_row(tmp_path, fixtures_dir, monkeypatch, capsys):
-    from helpers import fake_run
-
     import nr_lightning.evaluation.evaluate as evaluate_mod
+    from helpers import fake_run
     from nr_lightning.evaluation import baseline, cli
     from nr_lightning.evaluation.multiple_choice import accuracy_stderr
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import toy_model
 
 import nr_lightning as nrl
+from helpers import toy_model
 from nr_lightning.config import compose
 from nr_lightning.evaluation.scoring import hidden_and_head
 from nr_lightning.training.loss import causal_lm_loss, linear_cross_entropy

@@ -6,8 +6,8 @@ import csv
 import json
 
 import pytest
-from helpers import fixture_data_args
 
+from helpers import fixture_data_args
 from nr_lightning.config import ConfigError, compose
 
 

@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 from helpers import fixture_data_args
-
 from nr_lightning.training.progress import (
     PlainProgress,
     StepProgressBar,

@@ -59,7 +59,6 @@ def test_english_base_keeps_the_best_evaluation_and_stops_when_flat(tmp_path):
     from types import SimpleNamespace
 
     from helpers import toy_model
-
     from nr_lightning.training.english_base import KeepBest
 
     curves = SimpleNamespace(history=[])
@@ -84,7 +83,6 @@ def test_extra_curve_and_stratified_run_end_to_end(tmp_path, fixtures_dir):
     import json
 
     from helpers import fixture_data_args
-
     from nr_lightning.train import main
 
     args = ["method=neutral", "lang=fr", "backbone=tiny", "trainer.max_steps=2", "eval.every_n_steps=2",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import toy_model
 
+from helpers import toy_model
 from nr_lightning import extend
 from nr_lightning.training.throughput import mfu, peak_flops, train_flops_per_token
 

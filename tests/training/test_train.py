@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import fixture_data_args as data_args
 
+from helpers import fixture_data_args as data_args
 from nr_lightning.config import ConfigError, compose
 from nr_lightning.training.module import lr_lambda
 
@@ -136,7 +136,6 @@ def test_every_method_trains(tmp_path, fixtures_dir, method):
 
 def test_optimizer_lr_is_method_lr_times_multiplier():
     from helpers import toy_model
-
     from nr_lightning import extend
     from nr_lightning.training.module import ExtensionModule
 
