@@ -62,13 +62,9 @@ class Adapters(Method):
             raise ValueError(f"{source} lacks adapter weights: {missing_ext[:5]}")
 
     @staticmethod
-    def export_format(cfg: Any) -> str:
-        # ungated parallel adapters fold into wider FFNs (export.widen_ffns); gated or serial ones are a HF
-        # directory with the modelling file (docs/export.md)
-        return "hf"
-
-    @staticmethod
     def hf_representable(model: Any, cfg: Any) -> str | None:
+        # ungated parallel adapters fold into wider FFNs (export.widen_ffns); gated or serial ones export as a
+        # HF directory with the modelling file (docs/export.md)
         from ..extension.api import adapters
 
         if any(a.block_gate is not None for a in adapters(model)):
