@@ -156,17 +156,15 @@ def export(run: str | Path, out: str | Path, format: str = "auto") -> dict:
     if fmt == "peft" and method_class(cfg.method).export_format(cfg) != "peft":
         raise ConfigError(f"format=peft holds LoRA adapters; this run's method is {cfg.method!r}: use format=hf "
                           f"or format=extension")
+    _prepare_out(out)
     if fmt == "extension":
-        _prepare_out(out)
         info = _export_extension(run, out, run_cfg)
+    elif fmt == "peft":
+        info = export_peft(model, tok, run_cfg.backbone.name, out)
+    elif plain_hf_reason(model) is None:
+        info = export_hf_plain(model, tok, out)
     else:
-        _prepare_out(out)
-        if fmt == "peft":
-            info = export_peft(model, tok, run_cfg.backbone.name, out)
-        elif plain_hf_reason(model) is None:
-            info = export_hf_plain(model, tok, out)
-        else:
-            info = export_hf_remote(model, tok, out)
+        info = export_hf_remote(model, tok, out)
     info = {"format": fmt, "out": str(out), "method": cfg.method, "run": str(run), **info}
     write_model_card(out, run, run_cfg, info)
     write_checksums(out)  # SHA256SUMS: `sha256sum -c SHA256SUMS` (or load_exported) proves the weights intact
