@@ -173,11 +173,9 @@ def _load_backbone(cfg: RunConfig):
 
 
 def _extend(backbone: nn.Module, cfg: RunConfig) -> nn.Module:
-    from ..extension import extend
+    from ..extension import extend_like
 
-    m = cfg.method
-    return extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
-                  placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
+    return extend_like(backbone, cfg.method)
 
 
 def merge_lora_sequence(backbone: nn.Module, paths: list[Path]) -> tuple[nn.Module, list[dict]]:

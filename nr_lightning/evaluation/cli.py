@@ -2,8 +2,10 @@
 
     python -m nr_lightning.evaluate run=runs/neutral-fr tasks=[arc_challenge_fr,mmlu_en] limit=20
     python -m nr_lightning.evaluate backbone=smollm2-135m langs=[fr,en] out=runs/backbone-fr/eval.json
+    python -m nr_lightning.evaluate run=runs/neutral-fr ckpt=checkpoints/step000040.ckpt   # a step of the run
 
-Writes one JSON with every number plus the run's config (default: <run>/eval.json) and prints a table.
+Writes one JSON with every number plus the run's config (default: <run>/eval.json, or <run>/eval_<ckpt>.json for
+`ckpt=`, a training checkpoint's weights) and prints a table.
 `tasks` defaults to every registered task in English and the run's languages that has a local fixture;
 `tasks=[]` skips downstream tasks; `max_docs=0` skips the bpb pass (a downstream-only evaluation, written with
 `out=<run>/eval_tasks.json` beside a full `eval.json`). `limit=N` also caps the held-out documents per
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["baseline"] = {"file": str(baseline_file(ev, run_cfg)), "bpb": base["bpb"], "tasks": base["tasks"],
                               "task_average": base.get("task_average", {})}
         result["delta"] = deltas(result, base)
-    out = Path(ev.out) if ev.out else (Path(ev.run) / "eval.json" if ev.run else Path("eval.json"))
+    # a checkpoint's numbers never overwrite the finished run's eval.json
+    default = f"eval_{Path(ev.ckpt).stem}.json" if ev.ckpt else "eval.json"
+    out = Path(ev.out) if ev.out else (Path(ev.run) / default if ev.run else Path(default))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, result, default=str)
     print(table(result))

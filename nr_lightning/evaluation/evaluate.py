@@ -19,6 +19,7 @@ from ..config import ConfigError, RunConfig, from_dict
 @dataclass
 class EvalRun:
     run: str | None = None  # a run directory written by nr_lightning.train (uses its extension/ and config.yaml)
+    ckpt: str | None = None  # run= only: score this training checkpoint of the run (e.g. checkpoints/step000040.ckpt, relative to the run) instead of its final extension/
     backbone: str | None = None  # evaluate a bare backbone instead (preset, local dir or hub id)
     langs: list[str] | None = None  # held-out sets to score; default: the run's languages (+ en forgetting set)
     tasks: list[str] | None = None  # task names (nr_lightning.evaluation.TASKS) or JSONL paths
@@ -40,12 +41,17 @@ def check_args(ev: EvalRun) -> None:
     directory's files and the task names (an unknown task used to surface only after the bpb pass)."""
     from . import TASKS
 
+    if ev.ckpt and not ev.run:
+        raise ConfigError("ckpt= is a checkpoint of a training run: give run=runs/<name> with it")
     if ev.run:
         run = Path(ev.run)
         for need, what in (("config.yaml", "a directory written by nr_lightning.train"),
                            ("extension/extension.json", "a finished run (resume it with ckpt_path=last)")):
-            if not (run / need).is_file():
+            if not (run / need).is_file() and not (ev.ckpt and need.startswith("extension")):
                 raise FileNotFoundError(f"{run / need} not found: run= must be {what}")
+        if ev.ckpt and not checkpoint_path(ev).is_file():
+            raise FileNotFoundError(f"ckpt={ev.ckpt}: {checkpoint_path(ev)} not found; the run's checkpoints: "
+                                    f"{', '.join(sorted(p.name for p in (run / 'checkpoints').glob('*.ckpt'))) or 'none'}")
     for task in ev.tasks or []:
         if task not in TASKS and not (str(task).endswith(".jsonl") and Path(task).is_file()):
             raise ConfigError(f"unknown task {task!r}; registered tasks: {', '.join(sorted(TASKS))} "
@@ -57,6 +63,46 @@ def check_args(ev: EvalRun) -> None:
                 load_jsonl(task)
             except UnicodeDecodeError as e:
                 raise ConfigError(f"task file {task}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def checkpoint_path(ev: EvalRun) -> Path:
+    """`ckpt=` as a path: as given if it exists, else relative to the run directory."""
+    p = Path(ev.ckpt)
+    return p if p.is_file() or p.is_absolute() else Path(ev.run) / p
+
+
+def load_checkpoint_weights(model, path: Path, method: str) -> int:
+    """Load the weights of a Lightning checkpoint written by nr_lightning.train into `model` (the run's backbone,
+    extended as the run was: `extend_like`) and return its step. Only plain tensors are read (weights_only),
+    and a checkpoint of another method, with missing extension weights or non-finite values is refused: an
+    evaluation of damaged weights prints no number. The checkpoint format is Lightning's (a `state_dict` whose
+    keys are the LightningModule's, `model.` + the parameter's name); no library loads it into a bare model."""
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"ckpt={path} is not a checkpoint written by nr_lightning.train or is damaged ({first}); "
+                          f"pass another one from {path.parent}") from None
+    written_by = (ckpt.get("nrl") or {}).get("method")
+    if written_by and written_by != method:
+        raise ConfigError(f"ckpt={path} was written by a method={written_by} run, the run's config says "
+                          f"method={method}: pass a checkpoint of this run")
+    state = {k.removeprefix("model."): v for k, v in (ckpt.get("state_dict") or {}).items()}
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ConfigError(f"ckpt={path} holds non-finite weights ({bad}): the run had diverged; evaluate an "
+                          f"earlier checkpoint")
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = trained - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected or not state:
+        raise ConfigError(f"ckpt={path} does not fit the run's model (missing {sorted(missing)[:3]}, unexpected "
+                          f"{sorted(unexpected)[:3]}): was it written by another run?")
+    model.load_state_dict(state, strict=False)  # a frozen backbone is not in adapter checkpoints: it is the run's
+    return int(ckpt.get("global_step", -1))
 
 
 def load_model(ev: EvalRun):
@@ -73,6 +119,14 @@ def load_model(ev: EvalRun):
                                     f"nr_lightning.train")
         run_cfg = from_dict(OmegaConf.to_container(OmegaConf.load(run / "config.yaml")))
         model, tok = load_backbone(ev.backbone or run_cfg.backbone.name, seed=run_cfg.seed)
+        if ev.ckpt:
+            from ..extension import extend_like
+
+            model = extend_like(model, run_cfg.method)
+            step = load_checkpoint_weights(model, checkpoint_path(ev), run_cfg.method.name)
+            print(f"  weights of {checkpoint_path(ev)} (step {step})", file=sys.stderr)
+            model.eval().requires_grad_(False)
+            return model, tok, run_cfg
         if not (run / "extension" / "extension.json").is_file():
             raise FileNotFoundError(f"{run}/extension not found: the run did not finish (resume it with "
                                     f"ckpt_path=last) or was not written by nr_lightning.train")
@@ -116,7 +170,7 @@ def evaluate(ev: EvalRun) -> dict:
             open_source(spec).files()
     model, tok, run_cfg = load_model(ev)
     dm = MixedLanguageDataModule(data_cfg, tok)
-    result: dict = {"run": ev.run, "backbone": ev.backbone or (run_cfg.backbone.name if run_cfg else None),
+    result: dict = {"run": ev.run, "ckpt": str(checkpoint_path(ev)) if ev.ckpt else None, "backbone": ev.backbone or (run_cfg.backbone.name if run_cfg else None),
                     "config": OmegaConf.to_container(OmegaConf.structured(run_cfg)) if run_cfg else None,
                     "eval_args": OmegaConf.to_container(OmegaConf.structured(ev)), "bpb": {}, "tasks": {},
                     "time": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -8,6 +8,7 @@ from .api import (
     adapters,
     backbone_non_embedding,
     extend,
+    extend_like,
     extension_config,
     extension_parameters,
     gate_spectra,
@@ -21,7 +22,7 @@ from .stack import add_router, add_stage, load_stack, load_stages, n_stages, sav
 
 __all__ = [
     "ADAPTER_METHODS", "GATES", "INITS", "METHODS", "PLACEMENTS", "SUPPORTED_FFNS", "ExtensionConfig",
-    "ResidualAdapter", "adapters", "backbone_non_embedding", "extend", "extension_config", "extension_parameters",
+    "ResidualAdapter", "adapters", "backbone_non_embedding", "extend", "extend_like", "extension_config", "extension_parameters",
     "find_ffns", "gate_spectra", "load_extension", "local_losses", "parameter_report", "save_extension",
     "add_router", "add_stage", "load_stack", "load_stages", "n_stages", "save_stages", "scale_stages",
 ]

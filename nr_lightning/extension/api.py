@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -267,6 +268,14 @@ def load_weights(weights_file: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{weights_file}: weight {name} holds NaN or inf values: the run diverged or the file "
                              f"is damaged; use an earlier checkpoint")
     return tensors
+
+
+def extend_like(backbone: nn.Module, method: Any) -> nn.Module:
+    """`extend` with a run's method settings (a config's `method` section): what training, the sequential
+    setting and the evaluation of a training checkpoint build, so the three cannot disagree."""
+    m = method
+    return extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
+                  placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
 
 
 def load_extension(backbone: nn.Module, path: str | Path) -> nn.Module:

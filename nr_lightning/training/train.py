@@ -143,17 +143,15 @@ def build(cfg: RunConfig):
     """Backbone + extension + data module, as the run will use them."""
     import torch
 
-    from .. import extend
     from ..backbone import load_backbone
     from ..data import MixedLanguageDataModule
+    from ..extension import extend_like
 
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     backbone, tokenizer = load_backbone(cfg.backbone.name, dtype=getattr(torch, DTYPES[cfg.backbone.dtype]),
                                         seed=cfg.seed, trust_remote_code=cfg.backbone.trust_remote_code)
-    m = cfg.method
-    model = extend(backbone, method=m.name, budget=m.budget, gate=m.gate, init=m.init, init_divisor=m.init_divisor,
-                   placement=m.placement, lora_alpha_ratio=m.lora_alpha_ratio, gate_init=m.gate_init)
+    model = extend_like(backbone, cfg.method)
     dm = MixedLanguageDataModule(cfg.data, tokenizer)
     return model, tokenizer, dm
 

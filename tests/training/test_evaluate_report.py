@@ -55,6 +55,40 @@ def test_max_docs_zero_is_a_downstream_only_evaluation(two_runs):
     assert not (run / "eval.json").exists()  # a full eval.json beside it would be left alone
 
 
+def test_evaluate_a_training_checkpoint(two_runs):
+    """ckpt= scores one step's weights: the last checkpoint of a finished run is its final extension, so its bpb
+    is the run's own final measurement; the run's eval.json is not overwritten."""
+    from nr_lightning.evaluation.cli import main
+
+    run = two_runs / "neutral-fr"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    before = (run / "eval.json").read_bytes() if (run / "eval.json").exists() else None
+    result = main([f"run={run}", f"ckpt=checkpoints/{ckpt.name}", "tasks=[]", "max_docs=3", "max_length=128",
+                   "baseline=false"])
+    final = json.loads((run / "metrics.json").read_text())["final_bpb"]
+    assert result["bpb"]["fr"] == pytest.approx(final["fr"], abs=1e-6)
+    saved = json.loads((run / f"eval_{ckpt.stem}.json").read_text())
+    assert saved["ckpt"] == str(run / "checkpoints" / ckpt.name) and saved["bpb"] == result["bpb"]
+    assert ((run / "eval.json").read_bytes() if before is not None else None) == before
+
+
+def test_evaluate_checkpoint_refuses_bad_input(two_runs, tmp_path):
+    from nr_lightning.evaluation.cli import main
+
+    neutral, lora = two_runs / "neutral-fr", two_runs / "lora-fr"
+    with pytest.raises(ConfigError, match="give run="):
+        main(["ckpt=x.ckpt"])
+    with pytest.raises(FileNotFoundError, match="the run's checkpoints: last.ckpt"):
+        main([f"run={neutral}", "ckpt=checkpoints/step999999.ckpt"])
+    other = lora / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="method=lora run"):
+        main([f"run={neutral}", f"ckpt={other}", "tasks=[]", "max_docs=3"])
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a checkpoint written by nr_lightning.train"):
+        main([f"run={neutral}", f"ckpt={junk}", "tasks=[]", "max_docs=3"])
+
+
 def test_evaluate_needs_run_or_backbone():
     from nr_lightning.evaluation.cli import main
 
