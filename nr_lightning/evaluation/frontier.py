@@ -112,17 +112,21 @@ def frontiers(rows: list[dict], budgets: tuple[float, ...] = BUDGETS) -> dict[st
     return out
 
 
-def cost(steps: list[dict]) -> dict | None:
-    """Training cost of one run from its ``losses.jsonl`` lines (step, tokens, time): wall minutes (evaluations
-    included) and tokens/s over training steps only (the median step interval, so evaluation pauses do not
-    count)."""
+def cost(steps: list[dict], eval_every: int = 0) -> dict | None:
+    """Training cost of one run from its ``losses.jsonl`` lines (step, tokens, time): wall minutes (curve
+    evaluations included) and tokens/s over training steps only (the median step interval, so evaluation
+    pauses do not count). A run stopped and resumed has a pause between two steps that is neither training nor
+    a curve evaluation (one that does not end on a multiple of `eval_every`): such a pause, when longer than 5
+    median steps, counts as one median step, so a requeue's wait does not count as training time."""
     if len(steps) < 3:
         return None
-    gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1]
+    gaps = [(b["time"] - a["time"], b["step"]) for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1]
     if not gaps:
         return None
-    med = statistics.median(gaps)
-    return {"wall_min": (steps[-1]["time"] - steps[0]["time"]) / 60, "s_per_step": med,
+    med = statistics.median(g for g, _ in gaps)
+    evaluated = (lambda step: eval_every > 0 and step % eval_every == 0)  # noqa: E731
+    wall = sum(g if g <= 5 * med or evaluated(step) else med for g, step in gaps)
+    return {"wall_min": wall / 60, "s_per_step": med,
             "tok_s": steps[-1].get("tokens", 0) / med if med > 0 else None}
 
 

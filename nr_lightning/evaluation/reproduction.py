@@ -69,12 +69,11 @@ def collect(run: Path) -> dict | None:
                         "n": r["n"], **{k: r.get(k) for k in ("correct", "items_sha256", "shots", "normalization")}}
     gates = _load(run / "gates.json") or []
     own_base = load_eval(run / "base_eval.json")
-    wall, steps = None, []
+    steps = []
     if (run / "losses.jsonl").is_file():  # first to last training step (evaluations included, loading not)
         steps = [json.loads(line) for line in (run / "losses.jsonl").read_text(encoding="utf-8").splitlines()
                  if line.strip()]
-        times = [s["time"] for s in steps]
-        wall = (max(times) - min(times)) / 60 if len(times) > 1 else None
+    spent = frontier.cost(steps, eval_every=(cfg.get("eval") or {}).get("every_n_steps") or 0)
     m = cfg.get("method") or {}
     lr = m.get("lr") * (cfg.get("optim") or {}).get("lr_multiplier", 1.0) if m.get("lr") is not None else None
     return {"run": run.name, "method": m.get("name"), "gate_init": m.get("gate_init"), "alpha": m.get("alpha"),
@@ -83,8 +82,8 @@ def collect(run: Path) -> dict | None:
             "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
             "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
                        "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
-            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": wall, "base": own_base,
-            "lr": lr, "cost": frontier.cost(steps), "machine": (own_base or {}).get("label")}
+            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": spent and spent["wall_min"],
+            "base": own_base, "lr": lr, "cost": spent, "machine": (own_base or {}).get("label")}
 
 
 def _gated(method: str) -> bool:
@@ -98,6 +97,23 @@ def _no_sparsity(r: dict) -> bool:
 
 
 def _label(r: dict) -> str:
+    """The row's name: method, ablation and seed, and its effective lr where another row shares that name."""
+    return r.get("label") or _kind(r)
+
+
+def name_rows(rows: list[dict]) -> list[dict]:
+    """Give each row its `label`: rows of the same method and ablation at several learning rates (the frontier's
+    grid) are told apart by their effective lr."""
+    lrs: dict[str, set] = {}
+    for r in rows:
+        lrs.setdefault(_kind(r), set()).add(r.get("lr"))
+    for r in rows:
+        several = len(lrs[_kind(r)]) > 1 and r.get("lr") is not None
+        r["label"] = _kind(r) + (f", lr {r['lr']:.0e}" if several else "")
+    return rows
+
+
+def _kind(r: dict) -> str:
     bits = [r["method"]]
     if _gated(r["method"]) and r.get("gate_init") == "low_variance":
         bits.append("w_b low-var")
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", type=Path, default=Path("runs/repro-report"))
     ap.add_argument("--base-meta", type=Path, help="nrl_base.json of the English base: its build curve is drawn too")
     a = ap.parse_args(argv)
-    rows = [r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r]
+    rows = name_rows([r for r in (collect(p) for p in sorted(a.runs) if p.is_dir()) if r])
     bases = [b for b in (load_eval(p) for p in a.base) if b]
     base = bases[0] if bases else None
     a.out.mkdir(parents=True, exist_ok=True)

@@ -47,10 +47,28 @@ def test_frontiers_group_by_method_use_lowest_seed_and_measure_noise_and_spread(
 
 def test_cost_uses_training_steps_only() -> None:
     steps = [{"step": s, "tokens": 2560, "time": 5.0 * s + (100.0 if s > 2 else 0.0)} for s in range(1, 6)]
-    c = frontier.cost(steps)
+    c = frontier.cost(steps, eval_every=3)
     assert c["s_per_step"] == pytest.approx(5.0)  # the 100 s evaluation pause after step 2 is not a step
     assert c["tok_s"] == pytest.approx(512.0)
     assert c["wall_min"] == pytest.approx((125 - 5) / 60)
+
+
+def test_cost_does_not_count_a_stop_and_resume_as_training() -> None:
+    """A run stopped after step 3 and resumed 30 minutes later: the pause is one median step, while a curve
+    evaluation (ending on a multiple of eval_every) keeps its real length."""
+    steps = [{"step": s, "tokens": 2560, "time": 5.0 * s + (1800.0 if s > 3 else 0.0) + (100.0 if s > 4 else 0.0)}
+             for s in range(1, 7)]
+    c = frontier.cost(steps, eval_every=5)
+    assert c["s_per_step"] == pytest.approx(5.0)
+    assert c["wall_min"] == pytest.approx((5 + 5 + 5 + 105 + 5) / 60)
+
+
+def test_rows_at_several_lrs_are_named_by_their_lr() -> None:
+    from nr_lightning.evaluation.reproduction import name_rows
+
+    rows = name_rows([{"method": "finetune", "lr": 5e-4}, {"method": "finetune", "lr": 1e-4},
+                      {"method": "lora", "lr": 5e-4}, {"method": "lora", "lr": 5e-4, "seed": 1}])
+    assert [r["label"] for r in rows] == ["finetune, lr 5e-04", "finetune, lr 1e-04", "lora", "lora, seed 1"]
 
 
 def test_write_produces_tables_json_and_plot(tmp_path) -> None:
