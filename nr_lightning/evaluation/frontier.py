@@ -116,8 +116,9 @@ def cost(steps: list[dict], eval_every: int = 0) -> dict | None:
     """Training cost of one run from its ``losses.jsonl`` lines (step, tokens, time): wall minutes (curve
     evaluations included) and tokens/s over training steps only (the median step interval, so evaluation
     pauses do not count). A run stopped and resumed has a pause between two steps that is neither training nor
-    a curve evaluation (one that does not end on a multiple of `eval_every`): such a pause, when longer than 5
-    median steps, counts as one median step, so a requeue's wait does not count as training time."""
+    a curve evaluation (one that does not end on a multiple of `eval_every`): such a pause, when longer than 30
+    median steps, counts as one median step, so a requeue's wait does not count as training time. Slower steps
+    (a checkpoint written, another job on the CPU: up to ~20 median steps in the archived rows) still count."""
     if len(steps) < 3:
         return None
     gaps = [(b["time"] - a["time"], b["step"]) for a, b in zip(steps, steps[1:]) if b["step"] == a["step"] + 1]
@@ -125,7 +126,7 @@ def cost(steps: list[dict], eval_every: int = 0) -> dict | None:
         return None
     med = statistics.median(g for g, _ in gaps)
     evaluated = (lambda step: eval_every > 0 and step % eval_every == 0)  # noqa: E731
-    wall = sum(g if g <= 5 * med or evaluated(step) else med for g, step in gaps)
+    wall = sum(g if g <= 30 * med or evaluated(step) else med for g, step in gaps)
     return {"wall_min": wall / 60, "s_per_step": med,
             "tok_s": steps[-1].get("tokens", 0) / med if med > 0 else None}
 
