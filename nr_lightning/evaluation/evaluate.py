@@ -81,6 +81,8 @@ def load_checkpoint_weights(model, path: Path, method: str) -> int:
 
     import torch
 
+    from ..extension import nonfinite_weight
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
@@ -92,7 +94,7 @@ def load_checkpoint_weights(model, path: Path, method: str) -> int:
         raise ConfigError(f"ckpt={path} was written by a method={written_by} run, the run's config says "
                           f"method={method}: pass a checkpoint of this run")
     state = {k.removeprefix("model."): v for k, v in (ckpt.get("state_dict") or {}).items()}
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    bad = nonfinite_weight(state)
     if bad is not None:
         raise ConfigError(f"ckpt={path} holds non-finite weights ({bad}): the run had diverged; evaluate an "
                           f"earlier checkpoint")

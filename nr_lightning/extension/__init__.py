@@ -14,6 +14,7 @@ from .api import (
     gate_spectra,
     load_extension,
     local_losses,
+    nonfinite_weight,
     parameter_report,
     save_extension,
 )
@@ -23,6 +24,6 @@ from .stack import add_router, add_stage, load_stack, load_stages, n_stages, sav
 __all__ = [
     "ADAPTER_METHODS", "GATES", "INITS", "METHODS", "PLACEMENTS", "SUPPORTED_FFNS", "ExtensionConfig",
     "ResidualAdapter", "adapters", "backbone_non_embedding", "extend", "extend_like", "extension_config", "extension_parameters",
-    "find_ffns", "gate_spectra", "load_extension", "local_losses", "parameter_report", "save_extension",
+    "find_ffns", "gate_spectra", "load_extension", "local_losses", "nonfinite_weight", "parameter_report", "save_extension",
     "add_router", "add_stage", "load_stack", "load_stages", "n_stages", "save_stages", "scale_stages",
 ]

@@ -270,6 +270,13 @@ def load_weights(weights_file: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def nonfinite_weight(state: dict) -> str | None:
+    """The first key of a state dict whose floating-point tensor holds NaN or inf, or None: weights written after
+    a run diverged (a resume and an evaluation both refuse them)."""
+    return next((k for k, v in state.items()
+                 if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+
+
 def extend_like(backbone: nn.Module, method: Any) -> nn.Module:
     """`extend` with a run's method settings (a config's `method` section): what training, the sequential
     setting and the evaluation of a training checkpoint build, so the three cannot disagree."""

@@ -162,6 +162,8 @@ def check_checkpoint_fits(ckpt_path: Path, module) -> None:
 
     import torch
 
+    from ..extension import nonfinite_weight
+
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
@@ -169,8 +171,7 @@ def check_checkpoint_fits(ckpt_path: Path, module) -> None:
                           f"({str(e).strip().splitlines()[0] if str(e).strip() else 'unpickling refused'}); it was "
                           f"not written by nr_lightning.train or is damaged: pass another ckpt_path=PATH") from None
     problem = module.checkpoint_mismatch(ckpt)
-    bad = next((k for k, v in (ckpt.get("state_dict") or {}).items()
-                if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    bad = nonfinite_weight(ckpt.get("state_dict") or {})
     if bad is not None:  # written after the run diverged: resuming it would only skip or stop again
         raise ConfigError(f"ckpt_path={ckpt_path} holds non-finite weights ({bad}): the run had diverged when it "
                           f"was written; resume from an earlier checkpoint with ckpt_path=PATH")
