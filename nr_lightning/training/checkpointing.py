@@ -259,7 +259,9 @@ class PreemptionCheckpoint(L.Callback):
         if not flag:
             return
         path = self.dirpath / f"preempt-step{step:06d}.ckpt"
-        trainer.save_checkpoint(path)  # collective; rank 0 writes (atomically), then a barrier
+        # full state (optimizer, loops, callbacks) for an exact resume; said explicitly, else Lightning logs
+        # "`weights_only` was not set", which reads like an unsafe load
+        trainer.save_checkpoint(path, weights_only=False)  # collective; rank 0 writes (atomically), then a barrier
         job = slurm_job_id()
         name = requested_signal() or "a signal on another rank"
         # only SLURM's --signal (SIGUSR1) asks for a requeue; SIGTERM is also scancel, which must stay cancelled

@@ -128,7 +128,7 @@ def _save_last_good(module: L.LightningModule, tag: str) -> str:
     folder = Path(cb.dirpath) if cb is not None and getattr(cb, "dirpath", None) else \
         Path(t.default_root_dir) / "checkpoints"
     path = folder / f"{tag}-step{module.global_step:06d}.ckpt"
-    t.save_checkpoint(path)
+    t.save_checkpoint(path, weights_only=False)  # full state: resuming from it is exact
     return f"Last good state saved to {path} (ckpt_path=last resumes from it)."
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -37,15 +38,20 @@ def _steps(run: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_and_sigint_checkpoint_and_resume_like_sigusr1(tmp_path, fixtures_dir, h, signum):
+def test_sigterm_and_sigint_checkpoint_and_resume_like_sigusr1(tmp_path, fixtures_dir, h, signum, caplog):
+    import torch
+
     from nr_lightning.train import main
 
     run = tmp_path / "run"
     args = h.run_args(run, fixtures_dir, 3, "trainer.checkpoint_every_n_steps=100")
-    result = main(args, extra_callbacks=lambda cbs: [_SignalAt(1, signum)])
+    with caplog.at_level(logging.INFO):
+        result = main(args, extra_callbacks=lambda cbs: [_SignalAt(1, signum)])
     assert result["preempted"] and result["signal"] == signal.Signals(signum).name
     assert result["global_step"] == 2  # checkpointed at the next step boundary, not killed
-    assert (run / "checkpoints" / "preempt-step000002.ckpt").is_file()
+    ckpt = run / "checkpoints" / "preempt-step000002.ckpt"
+    assert "optimizer_states" in torch.load(ckpt, map_location="cpu", weights_only=True)  # full state
+    assert "weights_only` was not set" not in caplog.text  # Lightning's line that reads like an unsafe load
     assert not (run / "metrics.json").exists()
     assert main([*args, "ckpt_path=last"])["global_step"] == 3
     assert sorted(set(_steps(run))) == [1, 2, 3]
