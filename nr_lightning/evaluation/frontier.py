@@ -21,6 +21,7 @@ from pathlib import Path
 from ..registry import METHODS, method_class
 
 BUDGETS = (0.005, 0.01, 0.02)  # matched-forgetting budgets in PubMed bpb (docs/reproduction.md)
+EXTREME_BUDGET = 0.01  # downstream runs only at each method's point that learns most within this forgetting
 
 
 def group_label(r: dict) -> str:
@@ -63,6 +64,13 @@ def at_forgetting(front: list[dict], budget: float) -> tuple[float | None, bool]
             t = (budget - a["forget"]) / (b["forget"] - a["forget"]) if b["forget"] > a["forget"] else 0.0
             return a["new"] + t * (b["new"] - a["new"]), False
     return front[-1]["new"], True
+
+
+def extreme(pts: list[dict], budget: float = EXTREME_BUDGET) -> dict | None:
+    """The method's frontier extreme: the trained point (step > 0) with the lowest French bpb among those that
+    forgot at most ``budget``; the one point per method that downstream tasks are run on."""
+    within = [p for p in pts if p["step"] > 0 and p["forget"] <= budget]
+    return min(within, key=lambda p: p["new"]) if within else None
 
 
 def seed_noise(rows: list[dict]) -> dict[str, dict]:
@@ -108,6 +116,7 @@ def frontiers(rows: list[dict], budgets: tuple[float, ...] = BUDGETS) -> dict[st
             "finals": sorted(({"lr": p["lr"], "forget": p["forget"], "new": p["new"], "run": p["run"]}
                               for p in finals), key=lambda p: p["lr"] or 0),
             "seed_noise": noise.get(label),
+            "extreme": extreme(pts),
         }
     return out
 
@@ -190,7 +199,8 @@ def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | 
             env = f["envelope"]
             ax.plot([p["forget"] for p in env], [p["new"] for p in env], ls, color=color, lw=1.6, label=label)
             for p in f["finals"]:
-                ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor="black", lw=0.6)
+                edge = None if marker in ("x", "+", "1", "2", "3", "4", "|", "_") else "black"  # unfilled: no edge
+                ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor=edge, lw=0.6)
                 if p["lr"] is not None and (not zoom or p["forget"] <= 2 * BUDGETS[-1]):
                     ax.annotate(f"{p['lr']:.0e}", (p["forget"], p["new"]), fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")

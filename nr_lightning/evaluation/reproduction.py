@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 from ..io import write_json_atomic
@@ -47,6 +48,18 @@ def load_eval(path: Path) -> dict | None:
     return {**ev, "tasks": {**(ev.get("tasks") or {}), **(extra.get("tasks") or {})}}
 
 
+def task_results(ev: dict | None) -> dict:
+    """ARC-Easy of one evaluation: acc_norm, its standard error and the per-item results the paired test needs."""
+    tasks = {}
+    for t in TASKS:
+        r = ((ev or {}).get("tasks") or {}).get(t)
+        if r:
+            acc = r.get("acc_norm", r.get("acc"))
+            tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
+                        "n": r["n"], **{k: r.get(k) for k in ("correct", "items_sha256", "shots", "normalization")}}
+    return tasks
+
+
 def collect(run: Path) -> dict | None:
     """One run's numbers, or None when it has not finished."""
     metrics, curves = _load(run / "metrics.json"), _load(run / "curves.json")
@@ -60,13 +73,10 @@ def collect(run: Path) -> dict | None:
     last = curves[-1]
     en = final.get("en", last.get("eval/bpb_en"))
     new = final.get(lang, last.get(f"eval/bpb_{lang}"))
-    tasks = {}
-    for t in TASKS:
-        r = (ev.get("tasks") or {}).get(t)
-        if r:
-            acc = r.get("acc_norm", r.get("acc"))
-            tasks[t] = {"acc": acc, "se": r.get("acc_norm_stderr") or math.sqrt(acc * (1 - acc) / max(1, r["n"])),
-                        "n": r["n"], **{k: r.get(k) for k in ("correct", "items_sha256", "shots", "normalization")}}
+    tasks = task_results(ev)
+    # downstream of one training checkpoint (`evaluate ckpt=checkpoints/stepN.ckpt` writes eval_stepN.json)
+    step_tasks = {int(m.group(1)): task_results(_load(f)) for f in sorted(run.glob("eval_step*.json"))
+                  if (m := re.fullmatch(r"eval_step(\d+)", f.stem))}
     gates = _load(run / "gates.json") or []
     own_base = load_eval(run / "base_eval.json")
     steps = []
@@ -82,7 +92,7 @@ def collect(run: Path) -> dict | None:
             "start": {"en": curves[0].get("eval/bpb_en"), "new": curves[0].get(f"eval/bpb_{lang}")},
             "curve": [{"step": h["step"], "en": h.get("eval/bpb_en"), "new": h.get(f"eval/bpb_{lang}"),
                        "en_dev": h.get("eval/bpb_en_dev")} for h in curves],
-            "tasks": tasks, "gates": gates[-1] if gates else None, "train_minutes": spent and spent["wall_min"],
+            "tasks": tasks, "step_tasks": step_tasks, "backbone": (cfg.get("backbone") or {}).get("name"), "gates": gates[-1] if gates else None, "train_minutes": spent and spent["wall_min"],
             "base": own_base, "lr": lr, "cost": spent, "machine": (own_base or {}).get("label")}
 
 
@@ -196,6 +206,52 @@ def gates_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOWNSTREAM_ARGS = "'tasks=[arc_easy_en,arc_easy_fr]' max_docs=0 max_length=512"  # as the rows' evaluations
+
+
+def base_of(r: dict, bases: list[dict]) -> dict | None:
+    """A run's base evaluation: a given evaluation of the same weights (same bpb) with downstream results, as
+    `table` pairs them (it may keep the per-item results an older `base_eval.json` lacks), else its own
+    `base_eval.json`; without its own, the first given base."""
+    own = r.get("base")
+    if own is None:
+        return bases[0] if bases else None
+    return next((b for b in [*bases, own] if b.get("bpb") == own.get("bpb") and b.get("tasks")), own)
+
+
+def extremes_table(fr: dict[str, dict], rows: list[dict], bases: list[dict] | None = None) -> str:
+    """Markdown: ARC-Easy at each method's frontier extreme (`frontier.extreme`: the point that learns most French
+    within +0.01 PubMed forgetting), paired against the run's base, and the commands that compute what is missing:
+    a mid-run point is a training checkpoint of the run (`evaluate ckpt=`), the final point the run itself."""
+    by_run = {r["run"]: r for r in rows}
+    lines = ["| group | run | step | Δ PubMed / Fr bpb (curve docs) | ARC-Easy en | ARC-Easy fr |",
+             "|---|---|---|---|---|---|"]
+    todo: list[str] = []
+    for label, f in sorted(fr.items()):
+        p, r = f.get("extreme"), by_run.get((f.get("extreme") or {}).get("run"))
+        if p is None or r is None:
+            continue
+        tasks = r["tasks"] if p["final"] else r["step_tasks"].get(p["step"], {})
+        b = base_of(r, bases or [])
+        cells = [f"{tasks[t]['acc']:.3f} ± {tasks[t]['se']:.3f}" + _paired(tasks[t], b, t) if t in tasks
+                 else "not run" for t in TASKS]
+        lines.append(f"| {label} | {_label(r)} | {p['step']}{' (final)' if p['final'] else ''} | "
+                     f"{p['forget']:+.4f} / {p['new']:.4f} | {cells[0]} | {cells[1]} |")
+        if any(t not in tasks for t in TASKS):
+            where = f"runs/{r['run']}"
+            todo.append(f"python -m nr_lightning.evaluate run={where} {DOWNSTREAM_ARGS} baseline=false "
+                        + (f"out={where}/eval_tasks.json" if p["final"] else f"ckpt=checkpoints/step{p['step']:06d}.ckpt"))
+        if b is not None and any(t not in (b.get("tasks") or {}) for t in TASKS) and r.get("backbone"):
+            ref = f"runs/backbone-{r['backbone']}-{r['lang']}"
+            todo.append(f"python -m nr_lightning.evaluate backbone={r['backbone']} langs=[en,{r['lang']}] "
+                        f"{DOWNSTREAM_ARGS} out={ref}/eval_tasks.json   # the base, for the paired test")
+    text = "\n".join(lines) + "\n"
+    if todo:
+        text += ("\nNot run yet (the checkpoints are in the training machine's runs/; `make repro-lr` archives "
+                 "the results):\n\n```bash\n" + "\n".join(dict.fromkeys(todo)) + "\n```\n")
+    return text
+
+
 def curves_plot(rows: list[dict], path: Path) -> Path:
     import matplotlib
 
@@ -278,7 +334,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         from .report import MARKERS
 
         curves_plot(rows, a.out / "curves.png")
-        if frontier.write(rows, a.out, MARKERS):
+        fr = frontier.write(rows, a.out, MARKERS)
+        if fr:
+            with (a.out / "frontier.md").open("a", encoding="utf-8") as fh:
+                fh.write(f"\n## Downstream at each method's extreme (most French within "
+                         f"{frontier.EXTREME_BUDGET:+.2f} PubMed)\n\n" + extremes_table(fr, rows, bases))
             print((a.out / "frontier.md").read_text(encoding="utf-8"))
     if a.base_meta and a.base_meta.is_file():
         print(base_curve(json.loads(a.base_meta.read_text(encoding="utf-8")), a.out))

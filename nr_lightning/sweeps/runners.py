@@ -260,6 +260,7 @@ def archive_run(run: Run, dest: Path, replace: bool = False) -> Path:
     """Copy a finished run's small files (ARCHIVED; never weights or checkpoints) to dest/<run name>/, and the
     evaluation of the backbone it started from as `base_eval.json`, labelled with this machine: a rebuilt base
     is not bit-identical on another CPU, so each archived run keeps its own reference (docs/reproduction.md).
+    That base's downstream-only evaluation (`eval_tasks.json` beside it) goes along as `base_eval_tasks.json`.
     `replace` (a row trained again, `--retrain`): first remove the files archived before, so that none of the
     old run's (a companion `eval_tasks.json`, its base) is read as the new run's."""
     out = dest / run.run_dir.name
@@ -282,6 +283,13 @@ def archive_run(run: Run, dest: Path, replace: bool = False) -> Path:
         base.setdefault("label", f"{machine_label()}, {time.strftime('%Y-%m-%d', time.localtime(ref.stat().st_mtime))}")
         write_json_atomic(out / "base_eval.json", base, indent=1)
         copied.append("base_eval.json")
+    tasks = ref.with_name("eval_tasks.json")  # the base's downstream-only evaluation, for the paired tests
+    if tasks.is_file() and (out / "base_eval.json").is_file() and not (out / "base_eval_tasks.json").is_file():
+        same = json.loads((out / "base_eval.json").read_text(encoding="utf-8")).get("bpb") == \
+            json.loads(ref.read_text(encoding="utf-8")).get("bpb")
+        if same:  # only a base of the same weights: one rebuilt on another CPU is not this run's base
+            shutil.copy2(tasks, out / "base_eval_tasks.json")
+            copied.append("base_eval_tasks.json")
     log(f"{run.name}: archived {', '.join(copied) or 'nothing'} -> {out}")
     return out
 

@@ -394,3 +394,25 @@ def test_weights_sha256(tmp_path):
     assert first == weights_sha256(str(tmp_path)) and len(first) == 64
     (tmp_path / "model.safetensors").write_bytes(b"0124")
     assert weights_sha256(str(tmp_path)) != first
+
+
+def test_archive_takes_the_bases_downstream_evaluation_only_for_the_same_weights(tmp_path, monkeypatch):
+    """`base_eval_tasks.json` (the base's ARC, for the paired tests) is archived beside `base_eval.json` when the
+    reference on this machine is the same base (same bpb), never from a base rebuilt elsewhere."""
+    from nr_lightning.sweeps import runners
+
+    run_dir, ref = tmp_path / "runs" / "r", tmp_path / "runs" / "backbone-b-fr" / "eval.json"
+    run_dir.mkdir(parents=True)
+    ref.parent.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("{}")
+    ref.write_text(json.dumps({"bpb": {"en": 0.96}}))
+    (ref.parent / "eval_tasks.json").write_text(json.dumps({"tasks": {"arc_easy_en": {"n": 1}}}))
+    monkeypatch.setattr(runners, "backbone_reference", lambda run: ref)
+    run = type("R", (), {"run_dir": run_dir, "name": "r"})()
+    out = runners.archive_run(run, tmp_path / "arch")
+    assert json.loads((out / "base_eval_tasks.json").read_text())["tasks"]["arc_easy_en"]["n"] == 1
+    other = tmp_path / "arch2" / "r"
+    other.mkdir(parents=True)
+    (other / "base_eval.json").write_text(json.dumps({"bpb": {"en": 0.95}}))  # archived from another base
+    runners.archive_run(run, tmp_path / "arch2")
+    assert not (other / "base_eval_tasks.json").exists()

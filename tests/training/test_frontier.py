@@ -79,3 +79,61 @@ def test_write_produces_tables_json_and_plot(tmp_path) -> None:
     assert "| finetune | 5e-04 |" in md and "| 365 | cpu X |" in md
     assert json.loads((tmp_path / "frontier.json").read_text())["finetune"]["reach"]["best_new"] == 1.4
     assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_extreme_is_the_trained_point_with_most_french_within_the_budget() -> None:
+    pts = frontier.points(_row("ft", "finetune", 1e-4, [(1.0, 1.8), (1.004, 1.6), (1.009, 1.5), (1.03, 1.2)]))
+    assert frontier.extreme(pts)["step"] == 80  # step 120 learns more but forgot +0.03
+    assert frontier.extreme(pts, budget=0.001) is None  # step 0 (the base) is never an extreme
+
+
+def _tasks(correct: str) -> dict:
+    item = {"acc": correct.count("1") / len(correct), "se": 0.1, "n": len(correct), "correct": correct,
+            "items_sha256": "abc", "shots": 5, "normalization": "acc_norm"}
+    return {"arc_easy_en": item, "arc_easy_fr": dict(item)}
+
+
+def test_downstream_table_pairs_each_extreme_with_its_base_and_names_what_is_missing() -> None:
+    """A final extreme uses the run's own ARC results, a mid-run one its `eval_stepN.json`; each is paired with a
+    given base of the same weights; what is missing is printed as the command that computes it."""
+    from nr_lightning.evaluation.reproduction import extremes_table, name_rows
+
+    base = {"bpb": {"en": 0.96, "fr": 1.73}, "tasks": {k: {**v, "acc_norm": v["acc"]}
+                                                       for k, v in _tasks("1" * 20 + "0" * 20).items()}}
+    own = {"bpb": base["bpb"]}  # an older base_eval.json without downstream results: the given one pairs
+    nr = _row("repro-nr", "neutral", 2e-3, [(1.0, 1.8), (1.003, 1.41)], tasks=_tasks("0" * 20 + "1" * 20),
+              step_tasks={}, base=own, backbone="b", alpha=0.01)
+    ft = _row("repro-ft", "finetune", 1e-4, [(1.0, 1.8), (1.005, 1.44), (1.02, 1.3)], tasks={},
+              step_tasks={40: _tasks("1" * 40)}, base=own, backbone="b")
+    lora = _row("repro-lora", "lora", 5e-4, [(1.0, 1.8), (1.009, 1.4), (1.02, 1.3)], tasks={}, step_tasks={},
+                base={"bpb": {"en": 0.95, "fr": 1.7}}, backbone="c")
+    rows = name_rows([nr, ft, lora])
+    text = extremes_table(frontier.frontiers(rows), rows, [base])
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
+    assert "| 40 | +0.0050 / 1.4400 | 1.000 ± 0.100 (p = 1.9e-06) |" in lines["finetune"]  # 20 gained, 0 lost
+    assert "| 40 (final) | +0.0030 / 1.4100 | 0.500 ± 0.100 (p = 1) |" in lines["neutral"]  # 20 gained, 20 lost
+    assert "not run | not run" in lines["lora"]
+    assert "run=runs/repro-lora ckpt=" not in text  # the command's arguments, in order:
+    assert ("python -m nr_lightning.evaluate run=runs/repro-lora 'tasks=[arc_easy_en,arc_easy_fr]' max_docs=0 "
+            "max_length=512 baseline=false ckpt=checkpoints/step000040.ckpt") in text
+    assert "backbone=c langs=[en,fr]" in text and "out=runs/backbone-c-fr/eval_tasks.json" in text
+    assert "backbone=b " not in text  # the given base of the same weights has its downstream results
+
+
+def test_reproduction_report_reads_a_checkpoint_evaluation_into_the_downstream_section(tmp_path) -> None:
+    """End to end from run directories: `eval_step000040.json` (`evaluate ckpt=`) is the mid-run extreme's ARC."""
+    from nr_lightning.evaluation.reproduction import main
+
+    run = tmp_path / "repro-ft"
+    run.mkdir()
+    cfg = {"lang": "fr", "seed": 0, "method": {"name": "finetune", "lr": 1e-4}, "backbone": {"name": "b"}}
+    (run / "metrics.json").write_text(json.dumps({"config": cfg, "global_step": 80}))
+    curve = [(0, 1.0, 1.8), (40, 1.005, 1.44), (80, 1.02, 1.3)]
+    (run / "curves.json").write_text(json.dumps([{"step": s, "eval/bpb_en": en, "eval/bpb_fr": new}
+                                                 for s, en, new in curve]))
+    arc = {k: {**v, "acc_norm": v["acc"]} for k, v in _tasks("1" * 30 + "0" * 10).items()}
+    (run / "eval_step000040.json").write_text(json.dumps({"tasks": arc}))
+    main([str(run), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "frontier.md").read_text()
+    assert "## Downstream at each method's extreme" in md
+    assert "| finetune | finetune | 40 | +0.0050 / 1.4400 | 0.750 ± 0.068 | 0.750 ± 0.068 |" in md
