@@ -298,9 +298,12 @@ def prepare_shards(spec: str, tokenizer: Any, root: Path | str, text_field: str 
     tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline = _pipeline(spec, text_field, tokenizer, tmp, name)
-    if quiet:  # a bad record is reported once, as our DataSourceError, not as datatrove's logged traceback
+    # a bad record is reported once, as our DataSourceError, not as datatrove's logged traceback; in one task
+    # our line below says what datatrove's "Tokenizing in ..." would (several tasks keep its per-task logs)
+    silent = quiet or tasks == 1
+    if silent:
         logger.disable("datatrove")
-    else:
+    if not quiet:
         print(f"data: tokenising {spec} -> {final} ({tasks} task(s))", file=sys.stderr)
     try:
         if tasks == 1:  # one task: the steps run in this process (the executor would add a manager process)
@@ -320,7 +323,7 @@ def prepare_shards(spec: str, tokenizer: Any, root: Path | str, text_field: str 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        if quiet:
+        if silent:
             logger.enable("datatrove")
     shards = TokenShards(final, spec)
     shards.check()

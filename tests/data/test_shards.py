@@ -144,3 +144,10 @@ def test_checkpoint_carries_the_languages_positions(corpora, counting, monkeypat
     dm2.load_state_dict(json.loads(json.dumps(state)))
     got = [b["input_ids"].tolist() for b in itertools.islice(iter(dm2.train_dataloader()), 3)]
     assert got == expected
+
+
+def test_one_task_prints_one_line_of_its_own(corpora, counting, capfd):
+    """`make data` (quiet=False, one task) says what it tokenises once: ours, not also datatrove's INFO line."""
+    prepare_shards(str(corpora / "de" / "train.jsonl"), counting, corpora.parent / "tokens", quiet=False)
+    err = capfd.readouterr().err
+    assert err.count("data: tokenising") == 1 and "Tokenizing in" not in err
