@@ -6,9 +6,10 @@ Torch-free and importing nothing of the package, so every module (config, backbo
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-__all__ = ["ENGLISH_BASE", "EXPERIMENTS", "REPO", "base_dir", "cache_dir", "is_built"]
+__all__ = ["ENGLISH_BASE", "EXPERIMENTS", "REPO", "backbone_reference_dir", "base_dir", "cache_dir", "is_built"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO / "experiments"
@@ -31,3 +32,8 @@ def base_dir() -> Path:
 def is_built() -> bool:
     d = base_dir()
     return (d / "model.safetensors").is_file() and (d / "nrl_base.json").is_file()
+
+
+def backbone_reference_dir(runs_root: Path | str, backbone: str, lang: str) -> Path:
+    """Where a sweep keeps the evaluation of an untouched backbone for one language (`backbone-<name>-<lang>`)."""
+    return Path(runs_root) / f"backbone-{re.sub(r'[^A-Za-z0-9._-]+', '_', backbone)}-{lang}"

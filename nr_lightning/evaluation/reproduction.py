@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from ..io import write_json_atomic
+from ..paths import backbone_reference_dir
 from ..registry import METHODS, method_class
 from . import frontier
 
@@ -242,7 +243,7 @@ def extremes_table(fr: dict[str, dict], rows: list[dict], bases: list[dict] | No
             todo.append(f"python -m nr_lightning.evaluate run={where} {DOWNSTREAM_ARGS} baseline=false "
                         + (f"out={where}/eval_tasks.json" if p["final"] else f"ckpt=checkpoints/step{p['step']:06d}.ckpt"))
         if b is not None and any(t not in (b.get("tasks") or {}) for t in TASKS) and r.get("backbone"):
-            ref = f"runs/backbone-{r['backbone']}-{r['lang']}"
+            ref = backbone_reference_dir("runs", r["backbone"], r["lang"])
             todo.append(f"python -m nr_lightning.evaluate backbone={r['backbone']} langs=[en,{r['lang']}] "
                         f"{DOWNSTREAM_ARGS} out={ref}/eval_tasks.json   # the base, for the paired test")
     text = "\n".join(lines) + "\n"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 from ..config import EXPERIMENTS, REPO
 from ..io import write_json_atomic
+from ..paths import backbone_reference_dir
 from .spec import Run, Sweep, SweepError
 
 SBATCH_SCRIPT = EXPERIMENTS / "slurm" / "train.sbatch"  # the scale-out launcher; reads line i+1 of $NRL_SWEEP
@@ -242,8 +242,7 @@ def machine_label() -> str:
 
 def backbone_reference(run: Run) -> Path:
     """Where `--evaluate` writes the untouched backbone's eval.json for this run's backbone and language."""
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", run.cfg.backbone.name)
-    return run.run_dir.parent / f"backbone-{label}-{run.cfg.lang}" / "eval.json"
+    return backbone_reference_dir(run.run_dir.parent, run.cfg.backbone.name, run.cfg.lang) / "eval.json"
 
 
 def restore_archived(runs: list[Run], dest: Path) -> None:
