@@ -158,8 +158,7 @@ def table(fr: dict[str, dict], budgets: tuple[float, ...] = BUDGETS) -> str:
         lines.append("| " + " | ".join([
             label, ", ".join(f"{lr:.0e}" for lr in f["lrs"]) or "–", *cells,
             f"{f['reach']['forget']:+.4f} / {f['reach']['best_new']:.4f}",
-            f"{f['final_spread']['forget']:.4f} / {f['final_spread']['new']:.4f}"
-            + ("" if len(f["lrs"]) > 1 else " (one lr)"),
+            f"{f['final_spread']['forget']:.4f} / {f['final_spread']['new']:.4f}" if len(f["lrs"]) > 1 else "one lr",
             "–" if not sn else f"{sn['forget']:.4f} / {sn['new']:.4f}"]) + " |")
     return "\n".join(lines) + "\n"
 
