@@ -189,14 +189,17 @@ def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | 
     markers = markers or {}
     # Two panels: every point, and the small-forgetting region where the methods' envelopes overlap.
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.8))
+    # a method's ablations share its colour: each gets its own dash pattern, the method itself a solid line
+    ablations = sorted(label for label, f in fr.items() if label != f["method"])
+    dashes = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
     for ax, zoom in zip(axes, (False, True)):
         for label, f in sorted(fr.items()):
             marker, color = markers.get(f["method"], ("x", "gray"))
-            ls = "--" if label != f["method"] else "-"
+            ls = "-" if label == f["method"] else dashes[ablations.index(label) % len(dashes)]
             ax.scatter([p["forget"] for p in f["points"]], [p["new"] for p in f["points"]], marker=marker, s=12,
                        color=color, alpha=0.35)
             env = f["envelope"]
-            ax.plot([p["forget"] for p in env], [p["new"] for p in env], ls, color=color, lw=1.6, label=label)
+            ax.plot([p["forget"] for p in env], [p["new"] for p in env], linestyle=ls, color=color, lw=1.6, label=label)
             for p in f["finals"]:
                 edge = None if marker in ("x", "+", "1", "2", "3", "4", "|", "_") else "black"  # unfilled: no edge
                 ax.scatter([p["forget"]], [p["new"]], marker=marker, s=40, color=color, edgecolor=edge, lw=0.6)
