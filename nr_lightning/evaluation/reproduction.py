@@ -139,11 +139,9 @@ def _d(v: float | None, ref: float | None) -> str:
     return "–" if v is None or ref is None else f"{v - ref:+.3f}"
 
 
-def _acc(r: dict | None) -> str:
-    if not r:
-        return "–"
-    a = r.get("acc_norm", r.get("acc"))
-    return f"{a:.3f} ± {math.sqrt(a * (1 - a) / r['n']):.3f}"
+def _acc(t: dict | None) -> str:
+    """One `task_results` entry as ``acc ± se``."""
+    return "–" if not t else f"{t['acc']:.3f} ± {t['se']:.3f}"
 
 
 def _paired(task: dict, base: dict | None, name: str) -> str:
@@ -158,7 +156,6 @@ def table(rows: list[dict], base: dict | list[dict] | None) -> str:
     """Final numbers and deltas; each run's delta is against its own base (`base_eval.json`), else the first
     of `base` (one eval, or several: every build of the base is listed, with or without runs of its own)."""
     given = base if isinstance(base, list) else [base] if base else []
-    base = given[0] if given else None
     bases: list[dict] = []  # distinct bases, in order of first use; the --base ones first
     for b in [*given, *(r.get("base") for r in rows)]:
         if b and b.get("bpb") and all(b["bpb"] != o["bpb"] for o in bases):
@@ -168,24 +165,24 @@ def table(rows: list[dict], base: dict | list[dict] | None) -> str:
     def letter(b: dict) -> str:
         return chr(65 + bases.index(b))
 
-    def which(b: dict | None) -> dict | None:
+    def which(b: dict | None) -> dict | None:  # the listed base of the same weights, for its letter
         return next((o for o in bases if b and o["bpb"] == b.get("bpb")), None)
 
     lines = ["| run | En PubMed bpb (Δ vs base) | Fr bpb (Δ) | sum | ARC-Easy en | ARC-Easy fr | steps | train min "
              "| numbers from |" + (" base |" if many else ""), "|---|---|---|---|---|---|---|---|---|" + ("---|" if many else "")]
     for b in bases:
-        en, new, bt = b["bpb"].get("en"), b["bpb"].get("fr"), b.get("tasks") or {}
+        en, new, bt = b["bpb"].get("en"), b["bpb"].get("fr"), task_results(b)
         name = "English base" + (f" {letter(b)}" if many else "") + (f" ({b['label']})" if b.get("label") else "")
         lines.append(f"| {name} | {en:.4f} | {new:.4f} | {en + new:.4f} | {_acc(bt.get(TASKS[0]))} | "
                      f"{_acc(bt.get(TASKS[1]))} | 0 | – | eval.json |" + (f" {letter(b)} |" if many else ""))
     for r in rows:
-        b = which(r.get("base")) or which(base)
-        tk = [f"{r['tasks'][t]['acc']:.3f} ± {r['tasks'][t]['se']:.3f}" + _paired(r["tasks"][t], b, t)
-              if t in r["tasks"] else "–" for t in TASKS]
+        b = base_of(r, given)  # the one rule that pairs a row with a base (also the extremes table's)
+        b = b if b and b.get("bpb") else None
+        tk = [_acc(r["tasks"][t]) + _paired(r["tasks"][t], b, t) if t in r["tasks"] else "–" for t in TASKS]
         from_eval = b is not None and r["source"].startswith("eval")
         ref_en = b["bpb"].get("en") if from_eval else r["start"]["en"]
         ref_new = b["bpb"].get("fr") if from_eval else r["start"]["new"]
-        tag = "–" if b is None else letter(b)
+        tag = "–" if b is None else letter(which(b))
         lines.append(f"| {_label(r)} | {r['en']:.4f} ({_d(r['en'], ref_en)}) | {r['new']:.4f} ({_d(r['new'], ref_new)}) "
                      f"| {r['sum']:.4f} | {tk[0]} | {tk[1]} | {r['steps']} | "
                      f"{'–' if r['train_minutes'] is None else round(r['train_minutes'])} | {r['source']} |"
@@ -211,9 +208,9 @@ DOWNSTREAM_ARGS = "'tasks=[arc_easy_en,arc_easy_fr]' max_docs=0 max_length=512" 
 
 
 def base_of(r: dict, bases: list[dict]) -> dict | None:
-    """A run's base evaluation: a given evaluation of the same weights (same bpb) with downstream results, as
-    `table` pairs them (it may keep the per-item results an older `base_eval.json` lacks), else its own
-    `base_eval.json`; without its own, the first given base."""
+    """A run's base evaluation, for its deltas and paired tests (`table`, `extremes_table`): a given evaluation of
+    the same weights (same bpb) with downstream results (it may keep the per-item results an older
+    `base_eval.json` lacks), else its own `base_eval.json`; without its own, the first given base."""
     own = r.get("base")
     if own is None:
         return bases[0] if bases else None
