@@ -3,10 +3,14 @@
 A *point* is one curve evaluation of one run: forgetting = PubMed bpb minus the same run's step-0 PubMed bpb
 (its base, on the same documents), learning = French bpb. All points come from the in-training curves, so every
 point of every run is scored on one consistent document set (the first ``eval.max_docs`` documents of each set).
-A method's *envelope* is the lower-left Pareto front of all its points over learning rates and steps, joined by
-straight lines (stopping a run between two evaluations, or mixing two checkpoints' schedules, is what a segment
-stands for); beyond its largest forgetting the envelope stays flat: a method that never forgot that much offers
-its best French at less forgetting. ``at_forgetting`` reads the envelope at a matched forgetting budget.
+A method's *envelope* is the lower convex hull of its Pareto front (all its points over learning rates and steps)
+joined by straight lines. A segment between two checkpoints is what their mixture (the average of their next-token
+distributions) reaches at worst on both axes at once: by Jensen's inequality a mixture's cross-entropy is at most
+the mixed cross-entropies. The hull is the tightest envelope with that meaning, and unlike a polyline through every
+Pareto point, one more evaluation can only lower it. Beyond its largest forgetting the envelope stays flat: a
+method that never forgot that much offers its best French at less forgetting. ``at_forgetting`` reads the envelope
+at a matched forgetting budget; ``best_point`` reads the same budget without interpolation (the best single trained
+checkpoint), the conservative reading beside it.
 
 The module imports no torch; :mod:`nr_lightning.evaluation.reproduction` builds the rows (``collect``) and calls :func:`write`.
 """
@@ -45,13 +49,28 @@ def points(r: dict) -> list[dict]:
              "final": i == len(curve) - 1} for i, c in enumerate(curve)]
 
 
-def envelope(pts: list[dict]) -> list[dict]:
+def pareto(pts: list[dict]) -> list[dict]:
     """The Pareto front (no other point forgets less *and* learns more), sorted by forgetting."""
     front: list[dict] = []
     for p in sorted(pts, key=lambda p: (p["forget"], p["new"])):
         if not front or p["new"] < front[-1]["new"]:
             front.append(p)
     return front
+
+
+def envelope(pts: list[dict]) -> list[dict]:
+    """The lower convex hull of the Pareto front, sorted by forgetting: a front point above the segment joining
+    its neighbours is dropped (that segment, the two checkpoints' mixture, does at least as well)."""
+    hull: list[dict] = []
+    for p in pareto(pts):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # b lies on or above the segment a-p (cross product <= 0): not a vertex of the lower hull
+            if (b["forget"] - a["forget"]) * (p["new"] - a["new"]) - (b["new"] - a["new"]) * (p["forget"] - a["forget"]) > 0:
+                break
+            hull.pop()
+        hull.append(p)
+    return hull
 
 
 def at_forgetting(front: list[dict], budget: float) -> tuple[float | None, bool]:
@@ -66,11 +85,17 @@ def at_forgetting(front: list[dict], budget: float) -> tuple[float | None, bool]
     return front[-1]["new"], True
 
 
-def extreme(pts: list[dict], budget: float = EXTREME_BUDGET) -> dict | None:
-    """The method's frontier extreme: the trained point (step > 0) with the lowest French bpb among those that
-    forgot at most ``budget``; the one point per method that downstream tasks are run on."""
-    within = [p for p in pts if p["step"] > 0 and p["forget"] <= budget]
+def best_point(pts: list[dict], budget: float) -> dict | None:
+    """The trained point (step > 0) with the lowest French bpb among those that forgot at most ``budget``: the
+    matched-forgetting reading of one checkpoint, with no interpolation."""
+    within = [p for p in pts if p["step"] > 0 and p["forget"] <= budget + 1e-9]  # Δ is a difference: rounding
     return min(within, key=lambda p: p["new"]) if within else None
+
+
+def extreme(pts: list[dict], budget: float = EXTREME_BUDGET) -> dict | None:
+    """The method's frontier extreme: its best point within ``budget``; the one point per method that downstream
+    tasks are run on."""
+    return best_point(pts, budget)
 
 
 def seed_noise(rows: list[dict]) -> dict[str, dict]:
@@ -109,7 +134,8 @@ def frontiers(rows: list[dict], budgets: tuple[float, ...] = BUDGETS) -> dict[st
         out[label] = {
             "method": next(iter(by_lr.values()))["method"], "lrs": sorted(lr for lr in by_lr if lr is not None),
             "points": pts, "envelope": front,
-            "matched": {f"{b:+.3f}": dict(zip(("new", "beyond_reach"), at_forgetting(front, b))) for b in budgets},
+            "matched": {f"{b:+.3f}": {**dict(zip(("new", "beyond_reach"), at_forgetting(front, b))),
+                                      "best_point": (best_point(pts, b) or {}).get("new")} for b in budgets},
             "reach": {"forget": max(p["forget"] for p in pts), "best_new": min(p["new"] for p in pts)},
             "final_spread": {"forget": max(p["forget"] for p in finals) - min(p["forget"] for p in finals),
                              "new": max(p["new"] for p in finals) - min(p["new"] for p in finals)},
@@ -146,14 +172,15 @@ def _f(v: float | None, fmt: str = "{:.4f}") -> str:
 
 def table(fr: dict[str, dict], budgets: tuple[float, ...] = BUDGETS) -> str:
     """Markdown: per frontier group, French bpb at each matched forgetting, reach, stability, seed noise."""
-    head = ["group", "lrs (effective)"] + [f"Fr bpb at Δ PubMed ≤ {b:+.3f}" for b in budgets] + \
+    head = ["group", "lrs (effective)"] + [f"Fr bpb at Δ PubMed ≤ {b:+.3f}: envelope (best point)" for b in budgets] + \
         ["reach: max Δ / best Fr", "final points over lrs: Δ spread / Fr spread", "seed noise (Δ / Fr)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, f in sorted(fr.items(), key=lambda kv: kv[0]):
         cells = []
         for b in budgets:
             m = f["matched"][f"{b:+.3f}"]
-            cells.append("–" if m["new"] is None else _f(m["new"]) + (" (reach ends)" if m["beyond_reach"] else ""))
+            cells.append("–" if m["new"] is None else _f(m["new"]) + f" ({_f(m.get('best_point'))})"
+                         + (", reach ends" if m["beyond_reach"] else ""))
         sn = f["seed_noise"]
         lines.append("| " + " | ".join([
             label, ", ".join(f"{lr:.0e}" for lr in f["lrs"]) or "–", *cells,
@@ -219,7 +246,7 @@ def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | 
         else:
             ax.set_ylabel("learning: French bpb (↓better)")
             ax.set_title("every curve point (large markers: final points, labelled with the effective lr;\n"
-                         "lines: each method's envelope)", fontsize=9)
+                         "lines: each method's envelope, the lower convex hull)", fontsize=9)
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -14,10 +14,35 @@ def _row(run: str, method: str, lr: float, curve: list[tuple[float, float]], see
             "curve": [{"step": 40 * i, "en": en, "new": new} for i, (en, new) in enumerate(curve)], **kw}
 
 
-def test_envelope_is_the_pareto_front_sorted_by_forgetting() -> None:
+def test_pareto_front_is_sorted_by_forgetting() -> None:
     pts = [{"forget": f, "new": n} for f, n in [(0, 1.7), (0.01, 1.5), (0.005, 1.6), (0.02, 1.55), (0.03, 1.4)]]
-    assert [(p["forget"], p["new"]) for p in frontier.envelope(pts)] == [(0, 1.7), (0.005, 1.6), (0.01, 1.5),
-                                                                        (0.03, 1.4)]
+    assert [(p["forget"], p["new"]) for p in frontier.pareto(pts)] == [(0, 1.7), (0.005, 1.6), (0.01, 1.5),
+                                                                      (0.03, 1.4)]
+
+
+def test_envelope_is_the_lower_convex_hull_of_the_front() -> None:
+    """(0.01, 1.65) is on the Pareto front but above the segment (0, 1.7)-(0.02, 1.5): the hull drops it, so the
+    reading at +0.01 is the segment's 1.6, not the point's 1.65."""
+    pts = [{"forget": f, "new": n} for f, n in [(0, 1.7), (0.01, 1.65), (0.02, 1.5), (0.04, 1.45)]]
+    env = frontier.envelope(pts)
+    assert [(p["forget"], p["new"]) for p in env] == [(0, 1.7), (0.02, 1.5), (0.04, 1.45)]
+    assert frontier.at_forgetting(env, 0.01) == (pytest.approx(1.6), False)
+
+
+def test_one_more_evaluation_never_raises_the_envelope() -> None:
+    """A point added between two front points can make a polyline through the front worse; the hull only falls."""
+    pts = [{"forget": f, "new": n} for f, n in [(0, 1.7), (0.02, 1.5)]]
+    before = frontier.at_forgetting(frontier.envelope(pts), 0.01)[0]
+    after = frontier.at_forgetting(frontier.envelope([*pts, {"forget": 0.01, "new": 1.65}]), 0.01)[0]
+    assert after == pytest.approx(before) == pytest.approx(1.6)
+    lower = frontier.at_forgetting(frontier.envelope([*pts, {"forget": 0.01, "new": 1.55}]), 0.01)[0]
+    assert lower == pytest.approx(1.55)
+
+
+def test_best_point_reads_a_budget_without_interpolation() -> None:
+    pts = [{"step": 40 * i, "forget": f, "new": n} for i, (f, n) in enumerate([(0, 1.7), (0.004, 1.6), (0.012, 1.4)])]
+    assert frontier.best_point(pts, 0.01)["new"] == 1.6  # the envelope would read 1.475 there
+    assert frontier.best_point(pts, -0.001) is None
 
 
 def test_matched_forgetting_interpolates_and_flags_the_end_of_reach() -> None:
@@ -38,8 +63,10 @@ def test_frontiers_group_by_method_use_lowest_seed_and_measure_noise_and_spread(
     assert set(fr) == {"finetune", "neutral", "neutral, α=0"}
     ft, nr = fr["finetune"], fr["neutral"]
     assert ft["lrs"] == [1e-4, 5e-4]
-    assert ft["matched"]["+0.010"] == {"new": pytest.approx(1.45), "beyond_reach": False}
-    assert nr["matched"]["+0.010"] == {"new": pytest.approx(1.41), "beyond_reach": True}
+    assert ft["matched"]["+0.010"] == {"new": pytest.approx(1.45), "beyond_reach": False, "best_point": 1.45}
+    assert ft["matched"]["+0.020"]["new"] == pytest.approx(1.45 - 0.01 * 0.25 / 0.09)  # (0.05, 1.4) is off the hull
+    assert ft["matched"]["+0.020"]["best_point"] == 1.45
+    assert nr["matched"]["+0.010"] == {"new": pytest.approx(1.41), "beyond_reach": True, "best_point": 1.41}
     assert {p["run"] for p in nr["points"]} == {"nr"}  # seed 1 is noise, not a frontier point
     assert nr["seed_noise"] == {"forget": pytest.approx(0.001), "new": pytest.approx(0.01)}
     assert ft["final_spread"] == {"forget": pytest.approx(0.09), "new": pytest.approx(0.25)}
