@@ -38,11 +38,15 @@ def _steps(run: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_and_sigint_checkpoint_and_resume_like_sigusr1(tmp_path, fixtures_dir, h, signum, caplog):
+def test_sigterm_and_sigint_checkpoint_and_resume_like_sigusr1(tmp_path, fixtures_dir, h, signum, caplog,
+                                                              monkeypatch):
     import torch
 
     from nr_lightning.train import main
 
+    # a test process started in the background (`pytest &` in a script) inherits SIGINT ignored, which the run
+    # rightly keeps ignored (test below): give this test an interactive process's default handler
+    monkeypatch.setattr(signal, "getsignal", _interactive_sigint(signal.getsignal))
     run = tmp_path / "run"
     args = h.run_args(run, fixtures_dir, 3, "trainer.checkpoint_every_n_steps=100")
     with caplog.at_level(logging.INFO):
@@ -55,6 +59,28 @@ def test_sigterm_and_sigint_checkpoint_and_resume_like_sigusr1(tmp_path, fixture
     assert not (run / "metrics.json").exists()
     assert main([*args, "ckpt_path=last"])["global_step"] == 3
     assert sorted(set(_steps(run))) == [1, 2, 3]
+
+
+def _interactive_sigint(getsignal):
+    """`signal.getsignal` as an interactive shell's child sees it: SIGINT not ignored."""
+    def patched(signum):
+        h = getsignal(signum)
+        return signal.default_int_handler if signum == signal.SIGINT and h is signal.SIG_IGN else h
+    return patched
+
+
+def test_a_sigint_ignored_by_the_parent_stays_ignored() -> None:
+    """`cmd &` in a script starts cmd with SIGINT ignored; the run keeps it so (only SIGTERM/SIGUSR1 preempt)."""
+    from nr_lightning.training import preemption
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        previous = preemption.install_preemption_handler()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.SIGINT not in previous
+        assert signal.getsignal(signal.SIGTERM) is preemption._on_signal
+        preemption.install_preemption_handler(restore=previous)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_sweep_records_a_terminated_run_as_interrupted_then_resumes_it(tmp_path, fixtures_dir, h, monkeypatch):
