@@ -22,7 +22,7 @@ GPUS ?= 8
 OVERRIDES ?=
 comma := ,
 
-.PHONY: help setup data train sweep slurm test test-slow lint eval export report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep repro-lr
+.PHONY: help setup data train sweep slurm test test-slow lint eval export report tensorboard bench prep prep-demo clean backbone-en repro repro-sweep repro-lr repro-report
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -61,8 +61,12 @@ repro-sweep: data ## the whole reproduction sweep (all methods, ablations, seeds
 repro-lr: data ## the learning-rate frontier of the reproduction (experiments/paper/repro_lr.yaml; resumable), each run evaluated + archived, then the frontier report
 	$(PYBIN) -m nr_lightning base
 	$(PYBIN) -m nr_lightning.sweep experiments/paper/repro_lr.yaml scale=cpu --evaluate --archive docs/results/repro/runs $(ARGS)
+	$(MAKE) --no-print-directory repro-report
+
+REPORT_OUT ?= docs/results/repro
+repro-report: ## the reproduction report (results, gates, frontier: tables + plots) from the rows archived in docs/results/repro/runs
 	$(PYBIN) -m nr_lightning reproduction docs/results/repro/runs/repro-*-cpu --base docs/results/repro/runs/repro-base-amx/eval.json \
-	  docs/results/repro/runs/repro-base-epyc/eval.json --base-meta docs/results/repro/english_base.json --out docs/results/repro
+	  docs/results/repro/runs/repro-base-epyc/eval.json --base-meta docs/results/repro/english_base.json --out $(REPORT_OUT)
 
 sweep: data ## run a paper sweep: make sweep SWEEP=experiments/paper/table4_french.yaml SCALE=cpu ARGS="--evaluate"
 	$(PYBIN) -m nr_lightning.sweep $(SWEEP) scale=$(SCALE) $(ARGS)
