@@ -170,6 +170,11 @@ def _f(v: float | None, fmt: str = "{:.4f}") -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
 
+def signed(v: float) -> str:
+    """A forgetting Δ with its sign, 4 decimals; one that rounds to zero prints +0.0000, never -0.0000."""
+    return f"{0.0 if abs(v) < 5e-5 else v:+.4f}"
+
+
 def table(fr: dict[str, dict], budgets: tuple[float, ...] = BUDGETS) -> str:
     """Markdown: per frontier group, French bpb at each matched forgetting, reach, stability, seed noise."""
     head = ["group", "lrs (effective)"] + [f"Fr bpb at Δ PubMed ≤ {b:+.3f}: envelope (best point)" for b in budgets] + \
@@ -184,7 +189,7 @@ def table(fr: dict[str, dict], budgets: tuple[float, ...] = BUDGETS) -> str:
         sn = f["seed_noise"]
         lines.append("| " + " | ".join([
             label, ", ".join(f"{lr:.0e}" for lr in f["lrs"]) or "–", *cells,
-            f"{f['reach']['forget']:+.4f} / {f['reach']['best_new']:.4f}",
+            f"{signed(f['reach']['forget'])} / {f['reach']['best_new']:.4f}",
             f"{f['final_spread']['forget']:.4f} / {f['final_spread']['new']:.4f}" if len(f["lrs"]) > 1 else "one lr",
             "–" if not sn else f"{sn['forget']:.4f} / {sn['new']:.4f}"]) + " |")
     return "\n".join(lines) + "\n"
@@ -199,9 +204,22 @@ def finals_table(fr: dict[str, dict], rows: list[dict]) -> str:
         for p in f["finals"]:
             r = by_run.get(p["run"], {})
             c = r.get("cost") or {}
-            lines.append(f"| {label} | {_f(p['lr'], '{:.0e}')} | {p['run']} | {p['forget']:+.4f} | {p['new']:.4f} | "
+            lines.append(f"| {label} | {_f(p['lr'], '{:.0e}')} | {p['run']} | {signed(p['forget'])} | {p['new']:.4f} | "
                          f"{_f(c.get('wall_min'), '{:.0f}')} | {_f(c.get('s_per_step'), '{:.1f}')} | "
                          f"{_f(c.get('tok_s'), '{:.0f}')} | {r.get('machine') or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_table(fr: dict[str, dict]) -> str:
+    """Markdown: every frontier point, one row per (group, lr) and one column per curve step after step 0,
+    each cell "Δ PubMed / French bpb" ("–" where that run has no evaluation at that step)."""
+    steps = sorted({p["step"] for f in fr.values() for p in f["points"] if p["step"] > 0})
+    lines = ["| run | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for label, f in sorted(fr.items()):
+        for lr in sorted({p["lr"] for p in f["points"]}, key=lambda lr: lr or 0):
+            at = {p["step"]: p for p in f["points"] if p["lr"] == lr}
+            cells = [f"{signed(at[s]['forget'])} / {at[s]['new']:.4f}" if s in at else "–" for s in steps]
+            lines.append(f"| {label}, lr {_f(lr, '{:.0e}')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -255,12 +273,14 @@ def plot(fr: dict[str, dict], path: Path, markers: dict[str, tuple[str, str]] | 
 
 
 def write(rows: list[dict], out: Path, markers: dict[str, tuple[str, str]] | None = None) -> dict[str, dict]:
-    """``frontier.md`` (both tables), ``frontier.json`` (every number) and ``frontier.png`` under ``out``."""
+    """``frontier.md`` (matched forgetting, final points and cost, curves), ``frontier.json`` (every number) and
+    ``frontier.png`` under ``out``."""
     fr = frontiers(rows)
     if not fr:
         return fr
     text = ("## Matched forgetting\n\n" + table(fr) + "\n## Final points and training cost\n\n"
-            + finals_table(fr, rows))
+            + finals_table(fr, rows)
+            + "\n## Curves (Δ PubMed / French bpb on the curve documents, by training step)\n\n" + curves_table(fr))
     (out / "frontier.md").write_text(text, encoding="utf-8")
     (out / "frontier.json").write_text(json.dumps(fr, indent=1, default=str), encoding="utf-8")
     plot(fr, out / "frontier.png", markers)

@@ -234,7 +234,7 @@ def extremes_table(fr: dict[str, dict], rows: list[dict], bases: list[dict] | No
         cells = [f"{tasks[t]['acc']:.3f} ± {tasks[t]['se']:.3f}" + _paired(tasks[t], b, t) if t in tasks
                  else "not run" for t in TASKS]
         lines.append(f"| {label} | {_label(r)} | {p['step']}{' (final)' if p['final'] else ''} | "
-                     f"{p['forget']:+.4f} / {p['new']:.4f} | {cells[0]} | {cells[1]} |")
+                     f"{frontier.signed(p['forget'])} / {p['new']:.4f} | {cells[0]} | {cells[1]} |")
         if any(t not in tasks for t in TASKS):
             where = f"runs/{r['run']}"
             todo.append(f"python -m nr_lightning.evaluate run={where} {DOWNSTREAM_ARGS} baseline=false "

@@ -108,6 +108,16 @@ def test_write_produces_tables_json_and_plot(tmp_path) -> None:
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
+def test_curves_table_has_one_row_per_lr_and_a_dash_where_a_run_was_not_evaluated() -> None:
+    rows = [_row("a", "neutral", 2e-3, [(1.0, 1.8), (1.002, 1.5), (1.004, 1.4)]),
+            _row("b", "neutral", 1e-2, [(1.0, 1.8), (1.01, 1.3)])]
+    md = frontier.curves_table(frontier.frontiers(rows))
+    assert md.splitlines()[0] == "| run | 40 | 80 |"
+    assert "| neutral, lr 2e-03 | +0.0020 / 1.5000 | +0.0040 / 1.4000 |" in md
+    assert "| neutral, lr 1e-02 | +0.0100 / 1.3000 | – |" in md
+    assert frontier.signed(-1e-6) == "+0.0000" and frontier.signed(-0.0012) == "-0.0012"  # no "-0.0000"
+
+
 def test_extreme_is_the_trained_point_with_most_french_within_the_budget() -> None:
     pts = frontier.points(_row("ft", "finetune", 1e-4, [(1.0, 1.8), (1.004, 1.6), (1.009, 1.5), (1.03, 1.2)]))
     assert frontier.extreme(pts)["step"] == 80  # step 120 learns more but forgot +0.03
